@@ -1,0 +1,1 @@
+"""Data sources, the one resize policy, prepared arrays and device-side augmentation."""

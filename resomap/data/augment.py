@@ -1,0 +1,49 @@
+"""Batched augmentation and normalisation on the device: no per-image Python in the hot loop."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# ImageNet statistics: a stable convention, so prepared data needs no per-dataset statistics pass.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32, scaled to [0, 1] and standardised per channel."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return ((images.float() / 255.0 - mean) / std).contiguous(memory_format=memory_format)
+
+
+def crop_flip_params(batch: int, padding: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image crop offsets in [0, 2*padding] and flip flags, drawn on the CPU so any device gets the same."""
+    offsets = torch.randint(0, 2 * padding + 1, (batch, 2), generator=generator)
+    flips = torch.rand(batch, generator=generator) < 0.5
+    return offsets, flips
+
+
+def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by `padding`, crop back to H x W at `offsets`, mirror where `flips`: torchvision's
+    RandomCrop(padding) + RandomHorizontalFlip, for a whole batch with one gather."""
+    batch, channels, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offsets, flips = offsets.to(device), flips.to(device)
+    cols = torch.arange(width, device=device).expand(batch, width)
+    cols = torch.where(flips[:, None], width - 1 - cols, cols) + offsets[:, 1:2]
+    rows = torch.arange(height, device=device)[None, :] + offsets[:, 0:1]
+    return padded[
+        torch.arange(batch, device=device)[:, None, None, None],
+        torch.arange(channels, device=device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+def augment_batch(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    offsets, flips = crop_flip_params(len(images), padding, generator)
+    if not hflip:
+        flips = torch.zeros_like(flips)
+    return crop_flip(images, padding, offsets, flips)

@@ -1,0 +1,34 @@
+"""Batched forward passes over a prepared split, shared by validation, evaluation and explanation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resomap.data.augment import normalize
+from resomap.device import autocast
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """float32 logits (N, C) on the CPU for uint8 images (N, 3, R, R)."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = normalize(images[start : start + batch_size].to(device, non_blocking=True), memory_format)
+        with autocast(device, dtype):
+            outputs.append(model(batch).float().cpu())
+    return torch.cat(outputs)
+
+
+def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()

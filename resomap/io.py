@@ -1,0 +1,66 @@
+"""Atomic output writers: a killed stage never leaves a half-written file for DVC to cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+import torch
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+
+
+def write_json(path: str | Path, data: object) -> None:
+    with atomic_open(path) as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def read_json(path: str | Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Uncompressed: prepared images load fast and DVC dedups identical files anyway."""
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def save_state_dict(path: str | Path, state: dict) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """weights_only=True: a checkpoint can carry tensors, never code."""
+    return torch.load(path, map_location="cpu", weights_only=True)

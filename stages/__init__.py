@@ -1,0 +1,1 @@
+"""Thin stage scripts: dvc.yaml runs each as `python -m stages.NAME`."""

@@ -1,0 +1,31 @@
+"""Usage: python -m stages.evaluate MODEL RESOLUTION SEED
+
+Score one cell's weights on the test split: metrics/evaluate/.../metrics.json, plots/evaluate/.../predictions.csv.
+"""
+
+from resomap import io
+from resomap.config import load_params
+from resomap.data.prepared import load_prepared
+from resomap.device import configure_backends, pick_device
+from resomap.evaluation import evaluate_model, write_predictions
+from resomap.models import build_model
+from resomap.paths import evaluate_metrics_dir, evaluate_plots_dir, model_dir, prepared_dir
+from resomap.stage import cell_from_argv, run_stage
+
+
+def main(argv: list[str]) -> None:
+    cell = cell_from_argv(argv, __doc__.splitlines()[0])
+    params = load_params()
+    device = pick_device()
+    configure_backends(device)
+    data = load_prepared(prepared_dir(cell.resolution), ("test",))
+    model = build_model(cell.model, data.num_classes)
+    model.load_state_dict(io.load_state_dict(model_dir(cell) / "model.pt"))
+    metrics, logits = evaluate_model(model, data, params.evaluate, device)
+    write_predictions(evaluate_plots_dir(cell) / "predictions.csv", logits, data.splits["test"].labels, data.classes)
+    io.write_json(evaluate_metrics_dir(cell) / "metrics.json", metrics)
+    print(f"evaluate {cell}: accuracy {metrics['accuracy']:.4f}, macro_f1 {metrics['macro_f1']:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

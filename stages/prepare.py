@@ -1,0 +1,24 @@
+"""Usage: python -m stages.prepare RESOLUTION
+
+Decode and resize the configured data source once into data/prepared/RESOLUTION/.
+"""
+
+from resomap.config import load_params
+from resomap.data.prepare import prepare_resolution
+from resomap.errors import ResoMapError
+from resomap.paths import prepared_dir
+from resomap.stage import run_stage
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or not argv[0].isdigit():
+        raise ResoMapError(f"usage: {__doc__.splitlines()[0]}")
+    resolution = int(argv[0])
+    params = load_params()
+    manifest = prepare_resolution(params.data, resolution, prepared_dir(resolution))
+    counts = ", ".join(f"{n} {split}" for split, n in manifest["counts"].items())
+    print(f"prepare {resolution}px: {len(manifest['classes'])} classes, {counts} from {manifest['source']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resomap.config import DataParams, SplitSizes
+from resomap.data.prepare import prepare_resolution
+from resomap.data.prepared import load_prepared
+from resomap.data.resize import resize_image, resize_mask
+
+
+def test_prepared_arrays_keep_order_across_resolutions(tmp_path):
+    data = DataParams(size=SplitSizes(train=20, val=10, test=10))
+    for resolution in (16, 32):
+        prepare_resolution(data, resolution, tmp_path / str(resolution))
+    low, high = load_prepared(tmp_path / "16"), load_prepared(tmp_path / "32")
+    assert low.splits["test"].images.shape == (10, 3, 16, 16)
+    assert high.splits["test"].images.shape == (10, 3, 32, 32)
+    assert (low.splits["test"].labels == high.splits["test"].labels).all()
+    # the same image at both resolutions: downsampling the 32 px one lands near the 16 px one
+    big = high.splits["test"].images[3].permute(1, 2, 0).numpy()
+    small = low.splits["test"].images[3].permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(resize_image(big, 16).astype(int) - small).mean() < 12
+    assert low.splits["test"].masks.any(axis=(1, 2)).all(), "every test image has its object mask"
+
+
+def test_manifest_and_classes_are_written(tmp_path):
+    manifest = prepare_resolution(DataParams(size=SplitSizes(10, 10, 10)), 24, tmp_path)
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert manifest["counts"] == {"train": 10, "val": 10, "test": 10}
+    assert json.loads((tmp_path / "classes.json").read_text()) == manifest["classes"]
+    assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temp files"
+
+
+def test_resize_takes_the_shorter_side_and_centre_crops():
+    image = np.zeros((40, 80, 3), dtype=np.uint8)
+    image[:, 20:60] = 255  # a white centre square 40x40 inside a black 40x80 frame
+    out = resize_image(image, 20)
+    assert out.shape == (20, 20, 3)
+    assert out[2:-2, 2:-2].min() > 240, "the centre crop keeps the white middle"
+
+
+def test_mask_resize_uses_area_coverage():
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[:32] = True
+    out = resize_mask(mask, 8)
+    assert out[:4].all() and not out[4:].any()
+
+
+@pytest.mark.parametrize("layout", ["flat", "presplit"])
+def test_image_folders_prepare_into_arrays(tmp_path, layout):
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for split in (["train", "val"] if layout == "presplit" else [""]):
+        for cls in ("cat", "dog"):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(6):
+                pixels = rng.integers(0, 256, (30 + i, 50, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    data = DataParams(source="imagefolder", path=str(root), val_fraction=0.2, test_fraction=0.2)
+    manifest = prepare_resolution(data, 16, tmp_path / "out")
+    prepared = load_prepared(tmp_path / "out")
+    assert manifest["classes"] == ["cat", "dog"]
+    assert sum(manifest["counts"].values()) == (24 if layout == "presplit" else 12)
+    assert prepared.splits["train"].images.shape[1:] == (3, 16, 16)
+    assert prepared.splits["test"].masks is None

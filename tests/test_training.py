@@ -1,0 +1,109 @@
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from resomap.config import TrainParams
+from resomap.data.prepared import PreparedData, Split, load_prepared
+from resomap.models import build_model
+from resomap.optim import LRSchedule, build_optimizer
+from resomap.training import EarlyStopper, fit
+
+CPU = torch.device("cpu")
+
+
+def train_params(**changes) -> TrainParams:
+    return dataclasses.replace(TrainParams(epochs=3, batch_size=32, lr=0.05, warmup_epochs=0), **changes)
+
+
+def state_of(model_name: str, data: PreparedData, train: TrainParams, seed: int = 0):
+    torch.manual_seed(seed)
+    result = fit(build_model(model_name, data.num_classes), data, train, seed=seed, device=CPU)
+    return result
+
+
+def test_cpu_training_is_bit_reproducible(tiny_synthetic):
+    data = load_prepared(tiny_synthetic)
+    a = state_of("tiny_cnn", data, train_params(epochs=2))
+    b = state_of("tiny_cnn", data, train_params(epochs=2))
+    assert a.history[-1].train_loss == b.history[-1].train_loss
+    assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in a.best_state)
+    c = state_of("tiny_cnn", data, train_params(epochs=2), seed=1)
+    assert not all(torch.equal(a.best_state[k], c.best_state[k]) for k in a.best_state)
+
+
+def test_training_learns_the_synthetic_classes(tiny_synthetic):
+    data = load_prepared(tiny_synthetic)
+    result = state_of("simple_cnn", data, train_params(epochs=6, lr=0.05, batch_size=16))
+    first, last = result.history[0], result.history[-1]
+    assert last.train_loss < first.train_loss - 0.2
+    assert last.train_accuracy > 0.2, "10 classes: chance is 0.1"
+
+
+def test_best_checkpoint_is_the_best_monitored_epoch(tiny_synthetic):
+    data = load_prepared(tiny_synthetic)
+    result = state_of("tiny_cnn", data, train_params(epochs=4))
+    accuracies = [s.val_accuracy for s in result.history]
+    assert result.best_epoch == accuracies.index(max(accuracies)) + 1
+
+
+def test_early_stopping_stops_after_patience():
+    stopper = EarlyStopper("val_loss", patience=2, min_delta=0.01)
+    assert stopper.update(1.0) and not stopper.should_stop
+    assert not stopper.update(0.995)  # within min_delta: no improvement
+    assert not stopper.should_stop
+    assert not stopper.update(1.2)
+    assert stopper.should_stop
+
+
+def linear_data(n: int = 64) -> PreparedData:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    labels = (images[:, 0, 0, 0] > 127).long()
+    split = Split(images, labels, None)
+    return PreparedData(["dark", "light"], 4, {"train": split, "val": split})
+
+
+@pytest.mark.parametrize("accum", [2, 4])
+def test_gradient_accumulation_matches_the_full_batch(accum):
+    """Without batch norm, accumulating micro-batches must give the full batch's update."""
+    data = linear_data()
+    plain = dict(batch_size=32, epochs=2, scheduler="none", augment=dataclasses.replace(TrainParams().augment, hflip=False, crop_padding=0.0))
+    results = []
+    for steps in (1, accum):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+        results.append(fit(model, data, train_params(grad_accum_steps=steps, **plain), seed=0, device=CPU).best_state)
+    for key in results[0]:
+        torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cosine", "step", "multistep", "exponential", "plateau", "onecycle", "none"])
+def test_every_scheduler_steps_through_training(name):
+    train = train_params(scheduler=name, epochs=4, warmup_epochs=1 if name in ("cosine", "step") else 0)
+    model = nn.Linear(2, 2)
+    optimizer = build_optimizer(model, train, CPU)
+    schedule = LRSchedule(optimizer, train, steps_per_epoch=5)
+    lrs = []
+    for _ in range(train.epochs):
+        lrs.append(schedule.lr)
+        for _ in range(5):
+            optimizer.step()
+            schedule.after_optimizer_step()
+        schedule.after_epoch(0.5)
+    assert all(lr > 0 for lr in lrs)
+    if name == "none":
+        assert lrs == [train.lr] * 4
+    else:
+        assert len(set(lrs)) > 1, f"{name} should change the learning rate"
+    if name == "cosine":
+        assert lrs[0] < lrs[1], "warm-up starts below the base lr"
+
+
+def test_optimizer_skips_weight_decay_on_norms_and_biases():
+    model = build_model("tiny_cnn", 3)
+    optimizer = build_optimizer(model, train_params(optimizer="adamw", weight_decay=0.1), CPU)
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])

@@ -57,7 +57,7 @@ class Augment:
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 64
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.05

@@ -5,7 +5,7 @@ from resomap.errors import ResoMapError
 from resomap.models import build_model, cam_layer, model_spec, registered_names
 
 REQUIRED = {
-    "vgg11", "vgg13", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2",
+    "vgg11", "vgg13", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "resnet8", "resnet20", "mobilenet_v2",
     "mobilenet_v2_075", "mobilenet_v3_small", "mobilenet_v3_large", "simple_cnn", "tiny_cnn",
 }
 

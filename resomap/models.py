@@ -12,9 +12,7 @@ from functools import lru_cache
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from resomap.errors import ResoMapError
 
@@ -50,6 +48,26 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut, as in ResNet's BasicBlock."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
 class CifarResNet(nn.Module):
     """He et al.'s 6n+2 ResNet for small images: a stride-1 stem keeps detail that ImageNet
     stems (stride 4) throw away at 32 px, at a fraction of resnet18's cost."""
@@ -59,12 +77,8 @@ class CifarResNet(nn.Module):
         self.stem = conv_block(3, widths[0])
         stages, c_in = [], widths[0]
         for i, width in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            downsample = None
-            if stride != 1 or c_in != width:
-                downsample = nn.Sequential(nn.Conv2d(c_in, width, 1, stride, bias=False), nn.BatchNorm2d(width))
-            blocks = [BasicBlock(c_in, width, stride, downsample)]
-            blocks += [BasicBlock(width, width) for _ in range(blocks_per_stage - 1)]
+            blocks = [ResidualBlock(c_in, width, stride=1 if i == 0 else 2)]
+            blocks += [ResidualBlock(width, width) for _ in range(blocks_per_stage - 1)]
             stages.append(nn.Sequential(*blocks))
             c_in = width
         self.features = nn.Sequential(*stages)
@@ -76,7 +90,12 @@ class CifarResNet(nn.Module):
 
 
 def _torchvision(name: str, **kwargs) -> Callable[[int], nn.Module]:
-    return lambda num_classes: torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    def build(num_classes: int) -> nn.Module:
+        import torchvision  # imported on use: it adds seconds to every stage that only needs custom models
+
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+
+    return build
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -102,6 +121,8 @@ register(ModelSpec("resnet20", "resnet", lambda n: CifarResNet(3, n), 4, "featur
 
 @lru_cache(maxsize=1)
 def torchvision_classifiers() -> frozenset[str]:
+    import torchvision
+
     return frozenset(torchvision.models.list_models(module=torchvision.models))
 
 

@@ -138,7 +138,7 @@ def fit(
 ) -> FitResult:
     """Train for train.epochs (or until early stopping); the result holds the best epoch's weights."""
     generator = torch.Generator().manual_seed(seed)
-    fmt = memory_format(train.channels_last, device)
+    fmt = memory_format(train.channels_last)
     model = model.to(device, memory_format=fmt)
     forward = torch.compile(model) if train.compile else model
     dtype = amp_dtype(train.amp, device)

@@ -15,13 +15,13 @@ from resomap.data.samples import SPLITS, Sample, SourceData
 RESIZE_POLICY = "shorter side to R (bicubic, antialiased), centre crop R x R; masks by area coverage >= 0.5"
 
 
-def open_source(data: DataParams) -> SourceData:
+def open_source(data: DataParams, resolution: int) -> SourceData:
     """The configured source; imports are local so each source's dependencies load only when used."""
     if data.source == "synthetic":
-        from resomap.data.synthetic import synthetic_source
+        from resomap.data.synthetic import NATIVE_SIZE, synthetic_source
 
         sizes = {"train": data.size.train, "val": data.size.val, "test": data.size.test}
-        return synthetic_source(sizes, seed=data.seed)
+        return synthetic_source(sizes, seed=data.seed, native_size=max(NATIVE_SIZE, resolution))
     if data.source == "imagefolder":
         from resomap.data.imagefolder import imagefolder_source
 
@@ -50,7 +50,7 @@ def resize_split(samples: list[Sample], resolution: int, with_masks: bool, desc:
 
 def prepare_resolution(data: DataParams, resolution: int, out_dir: Path) -> dict:
     """Write train/val/test arrays and a manifest for one resolution; return the manifest."""
-    source = open_source(data)
+    source = open_source(data, resolution)
     counts = {}
     for split in SPLITS:
         samples = source.splits[split]

@@ -225,18 +225,18 @@ def _block_labels(seed: int, split_index: int, block: int) -> np.ndarray:
     return np.random.default_rng([seed, split_index, 1, block]).permutation(len(CLASS_NAMES))
 
 
-def _load(seed: int, split_index: int, index: int, label: int) -> LoadedImage:
+def _load(seed: int, split_index: int, index: int, label: int, native_size: int) -> LoadedImage:
     """Render one sample from its own RNG stream, so it never depends on other samples or splits."""
-    return render_image(label, np.random.default_rng([seed, split_index, 0, index]))
+    return render_image(label, np.random.default_rng([seed, split_index, 0, index]), native_size)
 
 
-def _split_samples(split: str, count: int, seed: int) -> list[Sample]:
+def _split_samples(split: str, count: int, seed: int, native_size: int) -> list[Sample]:
     """The first `count` samples of a split, each with its label and a lazy renderer."""
     split_index = SPLITS.index(split)
     n_blocks = -(-count // len(CLASS_NAMES))
     labels = [int(label) for b in range(n_blocks) for label in _block_labels(seed, split_index, b)][:count]
     return [
-        Sample(f"synthetic/{split}/{i:06d}", label, partial(_load, seed, split_index, i, label))
+        Sample(f"synthetic/{split}/{i:06d}", label, partial(_load, seed, split_index, i, label, native_size))
         for i, label in enumerate(labels)
     ]
 
@@ -245,10 +245,12 @@ def _is_count(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
 
 
-def synthetic_source(sizes: dict[str, int], seed: int) -> SourceData:
+def synthetic_source(sizes: dict[str, int], seed: int, native_size: int = NATIVE_SIZE) -> SourceData:
     """The synthetic dataset with `sizes[split]` images per split, rendered lazily when loaded.
 
     Sample i of a split is the same image whatever the other sizes are, and splits never share images.
+    Geometry is drawn in fractions of the side, so a larger `native_size` renders the same scene
+    with finer detail (prepare uses it above 256 px instead of upsampling).
     """
     if set(sizes) != set(SPLITS):
         raise ResoMapError(f"synthetic sizes need exactly the keys {list(SPLITS)}, got {sorted(sizes)}")
@@ -257,5 +259,5 @@ def synthetic_source(sizes: dict[str, int], seed: int) -> SourceData:
         raise ResoMapError(f"synthetic sizes must be non-negative integers, got {bad}")
     if not _is_count(seed):
         raise ResoMapError(f"synthetic seed must be a non-negative integer, got {seed!r}")
-    splits = {split: _split_samples(split, sizes[split], seed) for split in SPLITS}
+    splits = {split: _split_samples(split, sizes[split], seed, native_size) for split in SPLITS}
     return SourceData(classes=CLASS_NAMES, splits=splits, has_masks=True)

@@ -141,7 +141,7 @@ def model_spec(name: str) -> ModelSpec:
 def check_model_name(name: str) -> None:
     if name in _REGISTRY or name in torchvision_classifiers():
         return
-    close = difflib.get_close_matches(name, [*_REGISTRY, *torchvision_classifiers()], n=3)
+    close = difflib.get_close_matches(name, sorted({*_REGISTRY, *torchvision_classifiers()}), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else f"registered models: {', '.join(registered_names())}"
     raise ResoMapError(f"unknown model '{name}' in models: {hint}")
 

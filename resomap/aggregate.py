@@ -20,14 +20,23 @@ def _read(path: Path) -> dict:
     return io.read_json(path)
 
 
+def flatten(metrics: dict, prefix: str = "") -> dict:
+    """Nested metric dicts as dotted keys, the way `dvc metrics show` prints them."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def cell_row(cell: Cell) -> dict:
     """One flat row: the cell's coordinates, then its evaluate, profile, explain and train metrics."""
     row = {"model": cell.model, "family": model_spec(cell.model).family, "resolution": cell.resolution, "seed": cell.seed}
-    evaluate = _read(evaluate_metrics_dir(cell) / "metrics.json")
-    row.update({k: v for k, v in evaluate.items() if not isinstance(v, dict)})
-    row.update({f"class_accuracy.{k}": v for k, v in evaluate["per_class_accuracy"].items()})
-    row.update(_read(profile_metrics_dir(cell.model, cell.resolution) / "metrics.json"))
-    row.update(_read(explain_metrics_dir(cell) / "metrics.json"))
+    row.update(flatten(_read(evaluate_metrics_dir(cell) / "metrics.json")))
+    row.update(flatten(_read(profile_metrics_dir(cell.model, cell.resolution) / "metrics.json")))
+    row.update(flatten(_read(explain_metrics_dir(cell) / "metrics.json")))
     train = _read(train_metrics_dir(cell) / "metrics.json")
     row.update({f"train.{k}": train[k] for k in TRAIN_KEYS})
     return row

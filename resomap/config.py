@@ -88,8 +88,9 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class ProfileParams:
     batch_size: int = 32  # inference batch for throughput
-    warmup: int = 3
-    repeats: int = 20
+    warmup: int = 10
+    repeats: int = 50  # batch-1 latency: at least this many timed calls...
+    min_seconds: float = 1.0  # ...and at least this long
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def validate(params: Params) -> None:
     _positive("profile.batch_size", params.profile.batch_size)
     _positive("profile.repeats", params.profile.repeats)
     _non_negative("profile.warmup", params.profile.warmup)
+    _non_negative("profile.min_seconds", params.profile.min_seconds)
     _positive("explain.num_images", params.explain.num_images)
     _non_empty_unique("explain.methods", params.explain.methods)
 

@@ -1,16 +1,41 @@
-"""profile: what a model costs at a resolution, measured with warm-up, synchronisation and repeats."""
+"""profile: what a model costs at a resolution, measured the way timm's benchmark.py does:
+warm-up, device synchronisation (CUDA events on GPU), many repeats, median with spread,
+out-of-memory back-off recorded in the results, and the conditions stored beside every number."""
 
 from __future__ import annotations
 
+import copy
 import platform
 import statistics
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from resomap.config import ProfileParams
+from resomap.device import amp_dtype, autocast, memory_format
+from resomap.energy import driver_version, measure_energy
+from resomap.memory import measure_peak_memory
+
+FLOPS_CONVENTION = "torch.utils.flop_counter: one multiply-add = 2 FLOPs; forward pass, one image"
+
+
+@dataclass(frozen=True)
+class ProfileSetup:
+    """How one model is measured: the profile params plus the train params that set training cost."""
+
+    device: torch.device
+    batch_size: int  # inference batch for throughput
+    train_batch_size: int
+    optimizer: str
+    amp: str
+    channels_last: bool
+    warmup: int
+    repeats: int  # at least this many timed calls...
+    min_seconds: float = 1.0  # ...and at least this long, so a noisy machine gets more samples
 
 
 def count_params(model: nn.Module) -> int:
@@ -24,31 +49,33 @@ def model_size_mb(model: nn.Module) -> float:
 
 @torch.no_grad()
 def count_flops(model: nn.Module, resolution: int) -> int:
-    """Forward FLOPs for one image. torch's counter counts a multiply-add as 2 FLOPs."""
+    """Forward FLOPs for one image (see FLOPS_CONVENTION)."""
     model.eval()
     with FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, resolution, resolution))
+        model(torch.zeros(1, 3, resolution, resolution, device=next(model.parameters()).device))
     return counter.get_total_flops()
 
 
-@torch.no_grad()
-def time_forward_ms(model: nn.Module, batch: torch.Tensor, warmup: int, repeats: int) -> list[float]:
-    """Wall time of each of `repeats` forwards after `warmup` untimed ones; CUDA events on GPU."""
-    model.eval()
+def time_calls_ms(
+    fn: Callable[[], object], device: torch.device, warmup: int, repeats: int, min_seconds: float = 0.0
+) -> list[float]:
+    """Wall time of each call after `warmup` untimed ones, for at least `repeats` calls and
+    `min_seconds`: CUDA events on GPU (no host sync inside the timed region), a monotonic clock on CPU."""
     for _ in range(warmup):
-        model(batch)
+        fn()
     samples = []
-    for _ in range(repeats):
-        if batch.is_cuda:
+    start_all = time.perf_counter()
+    while len(samples) < repeats or time.perf_counter() - start_all < min_seconds:
+        if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            model(batch)
+            fn()
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end))
         else:
             start_s = time.perf_counter()
-            model(batch)
+            fn()
             samples.append((time.perf_counter() - start_s) * 1e3)
     return samples
 
@@ -64,33 +91,130 @@ def summarise_latency(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-def conditions(device: torch.device, params: ProfileParams) -> dict:
+def with_oom_backoff(measure: Callable[[int], dict], batch_size: int, device: torch.device) -> tuple[dict, int, int]:
+    """Run measure(batch); on out-of-memory halve the batch and retry. Returns the result,
+    the batch that fitted and how many halvings it took (timm's benchmark does the same)."""
+    backoffs = 0
+    while True:
+        try:
+            return measure(batch_size), batch_size, backoffs
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            batch_size, backoffs = batch_size // 2, backoffs + 1
+
+
+def _input(batch: int, resolution: int, setup: ProfileSetup) -> torch.Tensor:
+    x = torch.randn(batch, 3, resolution, resolution, device=setup.device)
+    return x.contiguous(memory_format=memory_format(setup.channels_last))
+
+
+def inference_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtype) -> tuple[dict, list[float]]:
+    """Batch-1 latency (with samples), throughput at the inference batch, peak memory, energy."""
+    model.eval()
+
+    @torch.no_grad()
+    def forward(x: torch.Tensor) -> None:
+        with autocast(setup.device, dtype):
+            model(x)
+
+    single = _input(1, resolution, setup)
+    samples = time_calls_ms(lambda: forward(single), setup.device, setup.warmup, setup.repeats, setup.min_seconds)
+    metrics = summarise_latency(samples)
+
+    def throughput(batch: int) -> dict:
+        x = _input(batch, resolution, setup)
+        with measure_peak_memory(setup.device) as peak:
+            batch_ms = statistics.median(time_calls_ms(lambda: forward(x), setup.device, setup.warmup, setup.repeats))
+        result = {"throughput_img_s": round(batch / batch_ms * 1e3, 2), **_memory_keys("", peak, model)}
+        result.update(measure_energy(lambda: forward(x), batch, setup.device))
+        return result
+
+    measured, batch, backoffs = with_oom_backoff(throughput, setup.batch_size, setup.device)
+    metrics.update(measured, throughput_batch_size=batch, throughput_backoffs=backoffs)
+    return metrics, samples
+
+
+def training_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtype) -> dict:
+    """Forward + backward + optimizer step at the train batch size, on a copy of the model."""
+    model = copy.deepcopy(model).train()
+    optimizer = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[setup.optimizer](
+        model.parameters(), lr=1e-3
+    )
+
+    def measure(batch: int) -> dict:
+        x = _input(batch, resolution, setup)
+        y = torch.randint(0, 2, (batch,), device=setup.device)
+
+        def step() -> None:
+            with autocast(setup.device, dtype):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        with measure_peak_memory(setup.device) as peak:
+            step_ms = statistics.median(time_calls_ms(step, setup.device, setup.warmup, max(3, setup.repeats // 2)))
+        return {"train_throughput_img_s": round(batch / step_ms * 1e3, 2), **_memory_keys("train_", peak, model)}
+
+    measured, batch, backoffs = with_oom_backoff(measure, setup.train_batch_size, setup.device)
+    return {**measured, "train_batch_size": batch, "train_backoffs": backoffs}
+
+
+def _memory_keys(prefix: str, peak, model: nn.Module) -> dict:
+    """peak = weights + growth during the block; activation = the growth alone."""
+    weights = model_size_mb(model)
+    keys = {
+        f"{prefix}peak_memory_mb": round(weights + peak.allocated_mb, 4),
+        f"{prefix}peak_memory_reserved_mb": None if peak.reserved_mb is None else round(peak.reserved_mb, 4),
+    }
+    if not prefix:
+        keys["activation_memory_mb"] = round(peak.allocated_mb, 4)
+        keys["memory_method"] = peak.method
+    return keys
+
+
+def conditions(setup: ProfileSetup) -> dict:
     """What the numbers depend on, stored beside them."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    device = setup.device
+    cuda = device.type == "cuda"
     return {
         "device": device.type,
-        "device_name": name,
+        "device_name": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
+        "driver_version": driver_version(device),
+        "cuda_version": torch.version.cuda if cuda else None,
         "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
-        "dtype": "float32",
+        "channels_last": setup.channels_last,
         "latency_batch_size": 1,
-        "throughput_batch_size": params.batch_size,
-        "warmup": params.warmup,
-        "repeats": params.repeats,
+        "warmup": setup.warmup,
+        "repeats": setup.repeats,
+        "min_seconds": setup.min_seconds,
+        "flops_convention": FLOPS_CONVENTION,
     }
 
 
-def profile_model(model: nn.Module, resolution: int, params: ProfileParams, device: torch.device) -> tuple[dict, list[float]]:
-    """Cost metrics with units in their keys, and the raw batch-1 latency samples."""
+def precisions(setup: ProfileSetup) -> dict[str, torch.dtype | None]:
+    """fp32 always; the training AMP dtype too when train.amp uses one on this device."""
+    dtype = amp_dtype(setup.amp, setup.device)
+    return {"fp32": None} if dtype is None else {"fp32": None, str(dtype).removeprefix("torch."): dtype}
+
+
+def profile_model(model: nn.Module, resolution: int, setup: ProfileSetup) -> tuple[dict, dict[str, list[float]]]:
+    """Flat cost metrics with units in their keys (fp32 at top level, the AMP dtype under `amp.`)
+    and the raw batch-1 latency samples per precision."""
+    model = model.to(setup.device, memory_format=memory_format(setup.channels_last))
     metrics = {"params": count_params(model), "model_size_mb": round(model_size_mb(model), 4)}
     metrics["flops"] = count_flops(model, resolution)
-    model = model.to(device)
-    single = torch.randn(1, 3, resolution, resolution, device=device)
-    samples = time_forward_ms(model, single, params.warmup, params.repeats)
-    metrics.update(summarise_latency(samples))
-    batch = torch.randn(params.batch_size, 3, resolution, resolution, device=device)
-    batch_ms = statistics.median(time_forward_ms(model, batch, params.warmup, max(3, params.repeats // 4)))
-    metrics["throughput_img_s"] = round(params.batch_size / batch_ms * 1e3, 2)
-    metrics.update(conditions(device, params))
+    samples = {}
+    for name, dtype in precisions(setup).items():
+        costs, samples[name] = inference_costs(model, resolution, setup, dtype)
+        costs.update(training_costs(model, resolution, setup, dtype))
+        if dtype is None:
+            metrics.update(costs, dtype="float32")
+        else:
+            metrics["amp"] = {**costs, "dtype": name}
+    metrics.update(conditions(setup))
     return metrics, samples

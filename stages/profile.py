@@ -1,6 +1,7 @@
 """Usage: python -m stages.profile MODEL RESOLUTION
 
-Measure one model at one resolution (untrained weights: cost does not depend on them).
+Measure one model at one resolution (untrained weights: cost does not depend on them):
+metrics/profile/MODEL/RESOLUTION/metrics.json and the raw latency samples beside it.
 """
 
 import torch
@@ -8,11 +9,11 @@ import torch
 from resomap import io
 from resomap.config import load_params
 from resomap.data.prepared import load_classes
-from resomap.device import pick_device
+from resomap.device import configure_backends, pick_device
 from resomap.errors import ResoMapError
 from resomap.models import build_model
 from resomap.paths import prepared_dir, profile_metrics_dir
-from resomap.profiling import profile_model
+from resomap.profiling import ProfileSetup, profile_model
 from resomap.stage import run_stage
 
 
@@ -21,15 +22,29 @@ def main(argv: list[str]) -> None:
         raise ResoMapError(f"usage: {__doc__.splitlines()[0]}")
     name, resolution = argv[0], int(argv[1])
     params = load_params()
+    device = pick_device()
+    configure_backends(device)
     torch.manual_seed(0)
-    num_classes = len(load_classes(prepared_dir(resolution)))
-    metrics, samples = profile_model(build_model(name, num_classes), resolution, params.profile, pick_device())
+    setup = ProfileSetup(
+        device=device,
+        batch_size=params.profile.batch_size,
+        train_batch_size=params.train.batch_size,
+        optimizer=params.train.optimizer,
+        amp=params.train.amp,
+        channels_last=params.train.channels_last,
+        warmup=params.profile.warmup,
+        repeats=params.profile.repeats,
+        min_seconds=params.profile.min_seconds,
+    )
+    model = build_model(name, len(load_classes(prepared_dir(resolution))))
+    metrics, samples = profile_model(model, resolution, setup)
     out = profile_metrics_dir(name, resolution)
+    io.write_json(out / "latency_samples.json", {k: [round(s, 4) for s in v] for k, v in samples.items()})
     io.write_json(out / "metrics.json", metrics)
-    io.write_json(out / "latency_samples.json", {"latency_ms": [round(s, 4) for s in samples]})
     print(
-        f"profile {name}-{resolution}: {metrics['latency_ms']:.2f} ms/img (batch 1), "
-        f"{metrics['throughput_img_s']:.0f} img/s, {metrics['flops'] / 1e6:.1f} MFLOPs, {metrics['params']} params"
+        f"profile {name}-{resolution} on {device.type}: {metrics['latency_ms']:.2f} ms/img (batch 1), "
+        f"{metrics['throughput_img_s']:.0f} img/s inference, {metrics['train_throughput_img_s']:.0f} img/s training, "
+        f"{metrics['flops'] / 1e6:.1f} MFLOPs, peak {metrics['peak_memory_mb']:.1f} MB"
     )
 
 

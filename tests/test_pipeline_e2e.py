@@ -141,9 +141,21 @@ def test_editing_explain_code_reruns_only_explain_cells(study):
     assert cells("explain") <= ran <= cells("explain") | {"aggregate"}
 
 
+def stale_stages(repo: Path) -> set[str]:
+    """Stages `dvc status` reports as changed."""
+    return set(re.findall(r"^([\w@.-]+):\s*$", dvc(repo, "status"), flags=re.M))
+
+
 def test_a_train_param_leaves_prepare_and_profile_alone(study):
-    set_params(study, {"train.lr": 0.01})
+    set_params(study, {"train.lr": 0.01, "train.label_smoothing": 0.2})
+    assert stale_stages(study) == cells("train")
     assert repro(study) == cells("train") | cells("evaluate") | cells("explain") | {"aggregate"}
+
+
+def test_the_train_batch_size_reprofiles_training_cost(study):
+    """profile reads train.batch_size (train_throughput_img_s is measured at it), nothing else of train."""
+    set_params(study, {"train.batch_size": 8})
+    assert stale_stages(study) == cells("train") | cells("profile")
 
 
 def weights_hash(repo: Path) -> str:
@@ -157,3 +169,20 @@ def test_forced_retraining_on_cpu_is_bit_identical(study):
     before = weights_hash(study)
     dvc(study, "repro", "-f", "-s", "train@tiny_cnn-16-0")
     assert weights_hash(study) == before
+
+
+def test_the_table_matches_the_cell_files(built_study):
+    import json
+
+    import pandas as pd
+
+    repo, _ = built_study
+    table = pd.read_csv(repo / "reports/cells.csv").set_index("resolution")
+    for resolution in (16, 24):
+        evaluate = json.loads((repo / f"metrics/evaluate/tiny_cnn/{resolution}/0/metrics.json").read_text())
+        profile = json.loads((repo / f"metrics/profile/tiny_cnn/{resolution}/metrics.json").read_text())
+        row = table.loc[resolution]
+        assert row["accuracy"] == evaluate["accuracy"] and row["macro_f1"] == evaluate["macro_f1"]
+        assert row["flops"] == profile["flops"] and row["latency_ms"] == profile["latency_ms"]
+        for name, value in evaluate["per_class_accuracy"].items():
+            assert row[f"per_class_accuracy.{name}"] == value

@@ -1,0 +1,1 @@
+"""Benchmarks: measurements written to benchmarks/results/, never asserted in tests."""

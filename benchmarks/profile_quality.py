@@ -69,6 +69,7 @@ def main() -> None:
         device=device, batch_size=params.profile.batch_size, train_batch_size=params.train.batch_size,
         optimizer=params.train.optimizer, amp="off", channels_last=params.train.channels_last,
         warmup=params.profile.warmup, repeats=params.profile.repeats, min_seconds=params.profile.min_seconds,
+        batch_repeats=params.profile.batch_repeats,
     )
     rows = []
     for name, resolution in CELLS:

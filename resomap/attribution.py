@@ -31,9 +31,16 @@ class CamLayer:
 def _feature_sides(model: nn.Module, names: list[str], resolution: int, device) -> dict[str, int]:
     """Side of each named module's output map for one input at `resolution`."""
     sides, handles = {}, []
+
+    def record(name: str):
+        def hook(module, inputs, output) -> None:  # returning a value would replace the output
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                sides.setdefault(name, output.shape[-1])
+
+        return hook
+
     for name in names:
-        module = model.get_submodule(name)
-        handles.append(module.register_forward_hook(lambda m, i, o, name=name: sides.setdefault(name, o.shape[-1])))
+        handles.append(model.get_submodule(name).register_forward_hook(record(name)))
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, 3, resolution, resolution, device=device))

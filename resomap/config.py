@@ -91,13 +91,22 @@ class ProfileParams:
     warmup: int = 10
     repeats: int = 50  # batch-1 latency: at least this many timed calls...
     min_seconds: float = 1.0  # ...and at least this long
+    batch_repeats: int = 5  # throughput and training-step timing
+
+
+ExplainMethod = Literal["gradcam", "gradcam_pp", "integrated_gradients", "saliency", "smoothgrad"]
 
 
 @dataclass(frozen=True)
 class ExplainParams:
     num_images: int = 8
-    methods: list[Literal["gradcam"]] = field(default_factory=lambda: ["gradcam"])
+    methods: list[ExplainMethod] = field(default_factory=lambda: ["gradcam", "integrated_gradients", "saliency"])
     seed: int = 0  # which test images are explained
+    min_cam_size: int = 7  # Grad-CAM reads the deepest layer whose map is at least this wide
+    ig_steps: int = 32  # Integrated Gradients: points on the path from the baseline
+    ig_batch_size: int = 64  # ...forwarded at once (captum's internal_batch_size)
+    deletion_steps: int = 20  # deletion/insertion curves: pixel-fraction steps from 0 to 1
+    batch_size: int = 16  # images explained at once
 
 
 @dataclass(frozen=True)
@@ -200,9 +209,11 @@ def validate(params: Params) -> None:
     _positive("evaluate.ece_bins", params.evaluate.ece_bins)
     _positive("profile.batch_size", params.profile.batch_size)
     _positive("profile.repeats", params.profile.repeats)
+    _positive("profile.batch_repeats", params.profile.batch_repeats)
     _non_negative("profile.warmup", params.profile.warmup)
     _non_negative("profile.min_seconds", params.profile.min_seconds)
-    _positive("explain.num_images", params.explain.num_images)
+    for key in ("num_images", "min_cam_size", "ig_steps", "ig_batch_size", "deletion_steps", "batch_size"):
+        _positive(f"explain.{key}", getattr(params.explain, key))
     _non_empty_unique("explain.methods", params.explain.methods)
 
 

@@ -1,4 +1,5 @@
-"""explain: Grad-CAM heatmaps for a fixed set of test images, comparable across resolutions."""
+"""explain: heatmaps for a fixed set of test images, scored for faithfulness, localisation,
+sparseness and the model-randomisation sanity check, comparable across resolutions."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ import time
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from resomap.attribution import CamLayer, explain_batch, select_cam_layer
 from resomap.config import ExplainParams
 from resomap.data.augment import normalize
 from resomap.data.prepared import Split
-from resomap.inference import predict_logits
-from resomap.models import cam_layer
+from resomap.explanation_metrics import curve_auc, gini, localisation, perturbation_curves, spearman
+from resomap.models import build_model
+
+RANDOMISED_SEED = 12345  # the re-initialised twin of every model, for the sanity check
 
 
 def select_images(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -26,54 +28,62 @@ def select_images(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.array(picked[:count], dtype=np.int64)
 
 
-def gradcam_maps(model: nn.Module, model_name: str, images: torch.Tensor, targets: list[int], device) -> np.ndarray:
-    """(K, R, R) float32 in [0, 1], one CAM per image for its own target class, in fp32."""
-    model = model.to(device).eval()
-    x = normalize(images.to(device))
-    layer = cam_layer(model, model_name)
-    with GradCAM(model=model, target_layers=[layer]) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
-    return maps.astype(np.float32)
+def randomised_twin(model_name: str, num_classes: int, device) -> nn.Module:
+    """The same architecture with fresh random weights (Adebayo et al. 2018's model randomisation)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(RANDOMISED_SEED)
+    twin = build_model(model_name, num_classes).to(device).eval()
+    torch.random.set_rng_state(state)
+    return twin
 
 
-def cam_size(model: nn.Module, model_name: str, resolution: int) -> int:
-    """Side of the target layer's feature map: 1 means Grad-CAM can only say 'everywhere'."""
-    sizes = []
-    handle = cam_layer(model, model_name).register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, resolution, resolution))
-    handle.remove()
-    return sizes[0]
+def heatmaps(model: nn.Module, method: str, x: torch.Tensor, targets: list[int], layer: CamLayer, params: ExplainParams) -> np.ndarray:
+    """One method's maps for all images, `params.batch_size` images at a time."""
+    maps = [
+        explain_batch(model, method, x[i : i + params.batch_size], targets[i : i + params.batch_size], layer,
+                      ig_batch=params.ig_batch_size, ig_steps=params.ig_steps)
+        for i in range(0, len(x), params.batch_size)
+    ]
+    return np.concatenate(maps)
 
 
-def localisation(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
-    """pointing_game: the hottest pixel lies on the object; energy_in_mask: share of heat on it."""
-    flat = maps.reshape(len(maps), -1)
-    hits = masks.reshape(len(masks), -1)[np.arange(len(maps)), flat.argmax(1)]
-    energy = (flat * masks.reshape(len(masks), -1)).sum(1) / np.maximum(flat.sum(1), 1e-12)
-    return {"pointing_game": float(hits.mean()), "energy_in_mask": float(energy.mean())}
+def score_maps(model: nn.Module, x: torch.Tensor, targets: list[int], maps: np.ndarray, masks, params: ExplainParams) -> dict:
+    """Faithfulness (deletion/insertion AUC), localisation against masks, sparseness."""
+    curves = {
+        mode: perturbation_curves(model, x, targets, maps, steps=params.deletion_steps, batch_size=params.batch_size * 4, mode=mode)
+        for mode in ("deletion", "insertion")
+    }
+    scores = {f"{mode}_auc": float(curve_auc(curve).mean()) for mode, curve in curves.items()}
+    if masks is not None:
+        scores.update(localisation(maps, masks))
+    scores["sparseness"] = float(gini(maps).mean())
+    return scores
 
 
-def explain_cell(model: nn.Module, model_name: str, test: Split, params: ExplainParams, device) -> tuple[dict, dict]:
-    """Metrics and the arrays to keep (indices, labels, predictions, heatmaps)."""
+def explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: int, params: ExplainParams, device) -> tuple[dict, dict]:
+    """Metrics per method (nested: {method: {score: value}}) and the arrays to keep."""
     indices = select_images(test.labels.numpy(), params.num_images, params.seed)
-    images = test.images[indices]
-    predicted = predict_logits(model.to(device), images, batch_size=len(indices), device=device).argmax(1)
-    start = time.perf_counter()
-    maps = gradcam_maps(model, model_name, images, predicted.tolist(), device)
-    seconds = time.perf_counter() - start
-    metrics = {
-        "num_images": len(indices),
-        "gradcam.cam_size": cam_size(model.cpu(), model_name, images.shape[-1]),
-        "gradcam.seconds_per_image": round(seconds / len(indices), 4),
-    }
-    if test.masks is not None:
-        scores = localisation(maps, test.masks[indices].numpy())
-        metrics.update({f"gradcam.{k}": round(v, 6) for k, v in scores.items()})
-    arrays = {
-        "indices": indices,
-        "labels": test.labels[indices].numpy(),
-        "predicted": predicted.numpy(),
-        "gradcam": maps,
-    }
+    model = model.to(device).eval()
+    x = normalize(test.images[indices].to(device))
+    with torch.no_grad():
+        targets = model(x).argmax(1).tolist()  # explain what the model predicted
+    resolution = x.shape[-1]
+    layer = select_cam_layer(model, model_name, resolution, params.min_cam_size, device)
+    twin = randomised_twin(model_name, num_classes, device)
+    twin_layer = CamLayer(layer.name, twin.get_submodule(layer.name), layer.size)
+    masks = test.masks[indices].numpy() if test.masks is not None else None
+    metrics = {"num_images": len(indices), "cam_layer": layer.name}
+    arrays = {"indices": indices, "labels": test.labels[indices].numpy(), "predicted": np.array(targets)}
+    for method in params.methods:
+        start = time.perf_counter()
+        maps = heatmaps(model, method, x, targets, layer, params)
+        seconds = (time.perf_counter() - start) / len(indices)
+        scores = score_maps(model, x, targets, maps, masks, params)
+        twin_maps = heatmaps(twin, method, x, targets, twin_layer, params)
+        scores["randomization_similarity"] = float(spearman(maps, twin_maps).mean())
+        scores["seconds_per_image"] = seconds
+        if method.startswith("gradcam"):
+            scores["cam_size"] = layer.size
+        metrics[method] = {k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()}
+        arrays[method] = maps.astype(np.float16)  # compact; [0, 1] maps lose nothing that matters
     return metrics, arrays

@@ -21,6 +21,7 @@ from resomap.energy import driver_version, measure_energy
 from resomap.memory import measure_peak_memory
 
 FLOPS_CONVENTION = "torch.utils.flop_counter: one multiply-add = 2 FLOPs; forward pass, one image"
+BATCH_WARMUP = 2  # untimed batch calls before throughput and training-step timing
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class ProfileSetup:
     amp: str
     channels_last: bool
     warmup: int
-    repeats: int  # at least this many timed calls...
+    repeats: int  # batch-1 latency: at least this many timed calls...
     min_seconds: float = 1.0  # ...and at least this long, so a noisy machine gets more samples
+    batch_repeats: int = 5  # throughput and training-step timing: each call already averages a batch
 
 
 def count_params(model: nn.Module) -> int:
@@ -127,7 +129,7 @@ def inference_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtyp
     def throughput(batch: int) -> dict:
         x = _input(batch, resolution, setup)
         with measure_peak_memory(setup.device) as peak:
-            batch_ms = statistics.median(time_calls_ms(lambda: forward(x), setup.device, setup.warmup, setup.repeats))
+            batch_ms = statistics.median(time_calls_ms(lambda: forward(x), setup.device, BATCH_WARMUP, setup.batch_repeats))
         result = {"throughput_img_s": round(batch / batch_ms * 1e3, 2), **_memory_keys("", peak, model)}
         result.update(measure_energy(lambda: forward(x), batch, setup.device))
         return result
@@ -156,7 +158,7 @@ def training_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtype
             optimizer.zero_grad(set_to_none=True)
 
         with measure_peak_memory(setup.device) as peak:
-            step_ms = statistics.median(time_calls_ms(step, setup.device, setup.warmup, max(3, setup.repeats // 2)))
+            step_ms = statistics.median(time_calls_ms(step, setup.device, BATCH_WARMUP, setup.batch_repeats))
         return {"train_throughput_img_s": round(batch / step_ms * 1e3, 2), **_memory_keys("train_", peak, model)}
 
     measured, batch, backoffs = with_oom_backoff(measure, setup.train_batch_size, setup.device)
@@ -192,6 +194,7 @@ def conditions(setup: ProfileSetup) -> dict:
         "warmup": setup.warmup,
         "repeats": setup.repeats,
         "min_seconds": setup.min_seconds,
+        "batch_repeats": setup.batch_repeats,
         "flops_convention": FLOPS_CONVENTION,
     }
 

@@ -1,12 +1,13 @@
 """Usage: python -m stages.explain MODEL RESOLUTION SEED
 
-Grad-CAM for explain.num_images fixed test images: heatmaps to explanations/..., panels to plots/explain/....
+Explain explain.num_images fixed test images with each of explain.methods: heatmaps to
+explanations/..., one PNG panel per image to plots/explain/..., scores to metrics/explain/....
 """
 
 from resomap import io
 from resomap.config import load_params
 from resomap.data.prepared import load_prepared
-from resomap.device import pick_device
+from resomap.device import configure_backends, pick_device
 from resomap.explain import explain_cell
 from resomap.models import build_model
 from resomap.panels import write_panel
@@ -17,17 +18,25 @@ from resomap.stage import cell_from_argv, run_stage
 def main(argv: list[str]) -> None:
     cell = cell_from_argv(argv, __doc__.splitlines()[0])
     params = load_params()
+    device = pick_device()
+    configure_backends(device)
     data = load_prepared(prepared_dir(cell.resolution), ("test",))
     model = build_model(cell.model, data.num_classes)
     model.load_state_dict(io.load_state_dict(model_dir(cell) / "model.pt"))
     test = data.splits["test"]
-    metrics, arrays = explain_cell(model, cell.model, test, params.explain, pick_device())
+    metrics, arrays = explain_cell(model, cell.model, test, data.num_classes, params.explain, device)
     io.write_npz(explanations_dir(cell) / "heatmaps.npz", **arrays)
     for rank, index in enumerate(arrays["indices"]):
         image = test.images[index].permute(1, 2, 0).numpy()
-        write_panel(explain_plots_dir(cell) / f"gradcam_{rank:02d}.png", image, arrays["gradcam"][rank])
+        maps = {method: arrays[method][rank] for method in params.explain.methods}
+        caption = (f"{cell} test image {index}: true {data.classes[arrays['labels'][rank]]}, "
+                   f"predicted {data.classes[arrays['predicted'][rank]]}")
+        write_panel(explain_plots_dir(cell) / f"image_{rank:02d}.png", image, maps, caption)
     io.write_json(explain_metrics_dir(cell) / "metrics.json", metrics)
-    print(f"explain {cell}: {metrics['num_images']} images, " + ", ".join(f"{k} {v}" for k, v in metrics.items() if "." in k))
+    summary = ", ".join(
+        f"{m} deletion {metrics[m]['deletion_auc']:.3f} insertion {metrics[m]['insertion_auc']:.3f}" for m in params.explain.methods
+    )
+    print(f"explain {cell}: {metrics['num_images']} images, cam layer {metrics['cam_layer']}; {summary}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
         warmup=params.profile.warmup,
         repeats=params.profile.repeats,
         min_seconds=params.profile.min_seconds,
+        batch_repeats=params.profile.batch_repeats,
     )
     model = build_model(name, len(load_classes(prepared_dir(resolution))))
     metrics, samples = profile_model(model, resolution, setup)

@@ -21,27 +21,30 @@ CPU = torch.device("cpu")
 SIDE = 16
 
 
+class KeepTopLeft(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(x)
+        mask[..., : SIDE // 2, : SIDE // 2] = 1.0
+        return x * mask
+
+
 class TopLeftOnly(nn.Module):
-    """A planted model: positive evidence is read from the top-left quadrant alone."""
+    """A planted model: positive evidence is read from the top-left quadrant alone. The mask is
+    part of the layer explained, since Grad-CAM weighs that layer's whole map."""
 
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        nn.init.uniform_(self.conv.weight, 0.0, 0.1)
-        self.features = nn.Sequential(self.conv, nn.ReLU())
+        conv = nn.Conv2d(3, 8, 3, padding=1)
+        nn.init.uniform_(conv.weight, 0.0, 0.1)
+        self.features = nn.Sequential(conv, nn.ReLU(), KeepTopLeft())
         self.head = nn.Linear(8, 2)
         with torch.no_grad():
             self.head.weight[0].fill_(1.0)  # class 0 grows with the quadrant's activation
             self.head.weight[1].zero_()
             self.head.bias.zero_()
 
-    def quadrant(self, x: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros_like(x)
-        mask[..., : SIDE // 2, : SIDE // 2] = 1.0
-        return x * mask
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.quadrant(self.features(x)).mean((2, 3)) * 4)
+        return self.head(self.features(x).mean((2, 3)) * 4)
 
 
 def planted():
@@ -74,7 +77,9 @@ def test_gradcam_at_32_px_is_not_constant_with_the_resolution_aware_layer():
     assert np.ptp(flat, axis=(1, 2)).max() < 1e-6, "layer4 is 1x1 at 32 px: its CAM is a constant"
     layer = select_cam_layer(model, "resnet18", 32, min_cam_size=7, device=CPU)
     assert layer.size >= 7 and layer.name != "layer4"
-    maps = explain_batch(model, "gradcam", x, [0, 1, 2, 3], layer, ig_batch=8, ig_steps=8)
+    with torch.no_grad():
+        predicted = model(x).argmax(1).tolist()  # the stage explains the predicted class
+    maps = explain_batch(model, "gradcam", x, predicted, layer, ig_batch=8, ig_steps=8)
     assert (np.ptp(maps, axis=(1, 2)) > 0.1).all()
 
 

@@ -13,7 +13,7 @@ from resomap.profiling import ProfileSetup, count_flops, profile_model, summaris
 CPU = torch.device("cpu")
 SETUP = ProfileSetup(
     device=CPU, batch_size=4, train_batch_size=4, optimizer="sgd", amp="auto", channels_last=True, warmup=1, repeats=4,
-    min_seconds=0.0,
+    min_seconds=0.0, batch_repeats=2,
 )
 REQUIRED_KEYS = {
     "latency_ms", "latency_ms_p90", "latency_ms_min", "latency_ms_iqr",

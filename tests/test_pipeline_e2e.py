@@ -113,7 +113,7 @@ def test_first_repro_runs_every_stage_and_writes_every_output(built_study):
     table = (repo / "reports/cells.csv").read_text().splitlines()
     assert len(table) == 3 and table[0].startswith("model,family,resolution,seed,")
     assert (repo / "models/tiny_cnn/24/0/model.pt").is_file()
-    assert len(list((repo / "plots/explain/tiny_cnn/16/0").glob("gradcam_*.png"))) == 2
+    assert len(list((repo / "plots/explain/tiny_cnn/16/0").glob("image_*.png"))) == 2
     metrics = dvc(repo, "metrics", "show")
     assert "metrics/evaluate/tiny_cnn/16/0/metrics.json" in metrics and "top5_accuracy" in metrics
 

@@ -45,11 +45,6 @@ def read_json(path: str | Path) -> dict:
         return json.load(f)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path) as f:
-        f.write(text)
-
-
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """Uncompressed: prepared images load fast and DVC dedups identical files anyway."""
     with atomic_open(path, "wb") as f:

@@ -9,6 +9,7 @@ floor. Target on CPU: both within 5%.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 
@@ -19,7 +20,7 @@ from resomap import io
 from resomap.config import load_params
 from resomap.device import configure_backends, memory_format, pick_device
 from resomap.models import build_model
-from resomap.profiling import ProfileSetup, inference_costs
+from resomap.profiling import ProfileSetup, inference_costs, setup_from_params
 
 CELLS = [("tiny_cnn", 32), ("simple_cnn", 64), ("resnet8", 64), ("resnet18", 64), ("mobilenet_v3_small", 64)]
 
@@ -65,12 +66,7 @@ def main() -> None:
     params = load_params()
     device = pick_device()
     configure_backends(device)
-    setup = ProfileSetup(
-        device=device, batch_size=params.profile.batch_size, train_batch_size=params.train.batch_size,
-        optimizer=params.train.optimizer, amp="off", channels_last=params.train.channels_last,
-        warmup=params.profile.warmup, repeats=params.profile.repeats, min_seconds=params.profile.min_seconds,
-        batch_repeats=params.profile.batch_repeats,
-    )
+    setup = dataclasses.replace(setup_from_params(params, device), amp="off")  # fp32, as the Timer runs
     rows = []
     for name, resolution in CELLS:
         rows.append(measure_cell(name, resolution, setup))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from resomap.config import Params
 from resomap.device import amp_dtype, autocast, memory_format
 from resomap.energy import driver_version, measure_energy
 from resomap.memory import measure_peak_memory
@@ -38,6 +39,22 @@ class ProfileSetup:
     repeats: int  # batch-1 latency: at least this many timed calls...
     min_seconds: float = 1.0  # ...and at least this long, so a noisy machine gets more samples
     batch_repeats: int = 5  # throughput and training-step timing: each call already averages a batch
+
+
+def setup_from_params(params: Params, device: torch.device) -> ProfileSetup:
+    """The profile params plus the train keys dvc.yaml declares for profile (training-step cost)."""
+    return ProfileSetup(
+        device=device,
+        batch_size=params.profile.batch_size,
+        train_batch_size=params.train.batch_size,
+        optimizer=params.train.optimizer,
+        amp=params.train.amp,
+        channels_last=params.train.channels_last,
+        warmup=params.profile.warmup,
+        repeats=params.profile.repeats,
+        min_seconds=params.profile.min_seconds,
+        batch_repeats=params.profile.batch_repeats,
+    )
 
 
 def count_params(model: nn.Module) -> int:

@@ -13,7 +13,7 @@ from resomap.device import configure_backends, pick_device
 from resomap.errors import ResoMapError
 from resomap.models import build_model
 from resomap.paths import prepared_dir, profile_metrics_dir
-from resomap.profiling import ProfileSetup, profile_model
+from resomap.profiling import profile_model, setup_from_params
 from resomap.stage import run_stage
 
 
@@ -25,18 +25,7 @@ def main(argv: list[str]) -> None:
     device = pick_device()
     configure_backends(device)
     torch.manual_seed(0)
-    setup = ProfileSetup(
-        device=device,
-        batch_size=params.profile.batch_size,
-        train_batch_size=params.train.batch_size,
-        optimizer=params.train.optimizer,
-        amp=params.train.amp,
-        channels_last=params.train.channels_last,
-        warmup=params.profile.warmup,
-        repeats=params.profile.repeats,
-        min_seconds=params.profile.min_seconds,
-        batch_repeats=params.profile.batch_repeats,
-    )
+    setup = setup_from_params(params, device)
     model = build_model(name, len(load_classes(prepared_dir(resolution))))
     metrics, samples = profile_model(model, resolution, setup)
     out = profile_metrics_dir(name, resolution)

@@ -99,3 +99,18 @@ def test_cpu_peak_memory_sees_a_large_allocation():
     method, megabytes = out.split()
     assert method == "rss_growth"
     assert 48 < float(megabytes) < 200
+
+
+def test_setup_reads_exactly_the_train_keys_profile_declares():
+    """dvc.yaml declares train.batch_size/optimizer/amp/channels_last for profile: the setup must use them."""
+    import dataclasses
+
+    from resomap.config import load_params
+    from resomap.profiling import setup_from_params
+
+    params = load_params(REPO / "params.yaml")
+    train = dataclasses.replace(params.train, batch_size=48, optimizer="adamw", amp="bf16", channels_last=False)
+    setup = setup_from_params(dataclasses.replace(params, train=train), CPU)
+    assert (setup.train_batch_size, setup.optimizer, setup.amp, setup.channels_last) == (48, "adamw", "bf16", False)
+    assert (setup.batch_size, setup.repeats, setup.batch_repeats) == (
+        params.profile.batch_size, params.profile.repeats, params.profile.batch_repeats)

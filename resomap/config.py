@@ -110,6 +110,17 @@ class ExplainParams:
 
 
 @dataclass(frozen=True)
+class AggregateParams:
+    tolerance: float = 0.01  # recommended resolution: the smallest within this of the model's best accuracy
+    latency_budget_ms: Optional[float] = None  # best cell under budget: batch-1 latency at most this...
+    memory_budget_mb: Optional[float] = None  # ...and peak memory at most this; null = no budget
+    bootstrap_samples: int = 2000  # resamples of the test images for confidence intervals
+    confidence: float = 0.95
+    alpha: float = 0.05  # McNemar: a gain between neighbouring resolutions is significant below this p
+    seed: int = 0  # bootstrap
+
+
+@dataclass(frozen=True)
 class Params:
     models: list[str]
     resolutions: list[int]
@@ -119,6 +130,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     profile: ProfileParams = field(default_factory=ProfileParams)
     explain: ExplainParams = field(default_factory=ExplainParams)
+    aggregate: AggregateParams = field(default_factory=AggregateParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -215,6 +227,7 @@ def validate(params: Params) -> None:
     for key in ("num_images", "min_cam_size", "ig_steps", "ig_batch_size", "deletion_steps", "batch_size"):
         _positive(f"explain.{key}", getattr(params.explain, key))
     _non_empty_unique("explain.methods", params.explain.methods)
+    _validate_aggregate(params.aggregate)
 
 
 def _validate_grid(params: Params) -> None:
@@ -243,6 +256,18 @@ def _validate_data(data: DataParams) -> None:
         value = getattr(data, key)
         if not 0.0 < value < 0.5:
             raise ParamsError(f"data.{key} must be between 0 and 0.5, got {value}")
+
+
+def _validate_aggregate(aggregate: AggregateParams) -> None:
+    _non_negative("aggregate.tolerance", aggregate.tolerance)
+    _positive("aggregate.bootstrap_samples", aggregate.bootstrap_samples)
+    _non_negative("aggregate.seed", aggregate.seed)
+    for key in ("latency_budget_ms", "memory_budget_mb"):
+        if getattr(aggregate, key) is not None:
+            _positive(f"aggregate.{key}", getattr(aggregate, key))
+    for key in ("confidence", "alpha"):
+        if not 0.0 < getattr(aggregate, key) < 1.0:
+            raise ParamsError(f"aggregate.{key} must be between 0 and 1, got {getattr(aggregate, key)}")
 
 
 def _validate_train(train: TrainParams) -> None:

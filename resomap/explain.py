@@ -73,7 +73,12 @@ def explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: in
     twin_layer = CamLayer(layer.name, twin.get_submodule(layer.name), layer.size)
     masks = test.masks[indices].numpy() if test.masks is not None else None
     metrics = {"num_images": len(indices), "cam_layer": layer.name}
-    arrays = {"indices": indices, "labels": test.labels[indices].numpy(), "predicted": np.array(targets)}
+    arrays = {
+        "indices": indices,
+        "images": test.images[indices].permute(0, 2, 3, 1).numpy(),  # (K, R, R, 3) uint8: what was explained
+        "labels": test.labels[indices].numpy(),
+        "predicted": np.array(targets),
+    }
     for method in params.methods:
         start = time.perf_counter()
         maps = heatmaps(model, method, x, targets, layer, params)

@@ -1,16 +1,27 @@
 """Usage: python -m stages.aggregate
 
-Collect every cell of the grid in params.yaml into reports/cells.csv and reports/summary.json.
+Read every cell of the grid in params.yaml and write the study's answer to reports/: the tidy
+table (cells.csv), study-level metrics (summary.json), the data of dvc.yaml's top-level plots
+(plots/), PNG charts (figures/) and the report (report.html, self-contained, and report.md).
 """
 
 import itertools
 
 from resomap import io
-from resomap.aggregate import cells_table, study_summary
+from resomap.analysis import analyse, summary_metrics
 from resomap.config import load_params
 from resomap.errors import ResoMapError
+from resomap.figures import write_figures
 from resomap.paths import REPORTS_DIR, Cell
+from resomap.plot_data import plot_tables
+from resomap.report import build_report, to_html, to_markdown
 from resomap.stage import run_stage
+from resomap.study import load_study
+
+
+def write_csv(path, frame) -> None:
+    with io.atomic_open(path) as f:
+        frame.to_csv(f, index=False, lineterminator="\n")
 
 
 def main(argv: list[str]) -> None:
@@ -18,11 +29,20 @@ def main(argv: list[str]) -> None:
         raise ResoMapError(f"usage: {__doc__.splitlines()[0]}")
     params = load_params()
     cells = [Cell(*c) for c in itertools.product(params.models, sorted(params.resolutions), params.seeds)]
-    table = cells_table(cells)
-    with io.atomic_open(REPORTS_DIR / "cells.csv") as f:
-        table.to_csv(f, index=False, lineterminator="\n")
-    io.write_json(REPORTS_DIR / "summary.json", study_summary(table))
-    print(f"aggregate: {len(table)} cells, {len(table.columns)} columns -> {REPORTS_DIR / 'cells.csv'}")
+    study = load_study(cells)
+    analysis = analyse(study, params.aggregate)
+    write_csv(REPORTS_DIR / "cells.csv", study.table)
+    for name, frame in plot_tables(analysis).items():
+        write_csv(REPORTS_DIR / "plots" / name, frame)
+    figures = write_figures(study, analysis, REPORTS_DIR / "figures")
+    blocks = build_report(study, analysis, figures)
+    with io.atomic_open(REPORTS_DIR / "report.md", "wb") as f:
+        f.write(to_markdown(blocks, REPORTS_DIR).encode())
+    with io.atomic_open(REPORTS_DIR / "report.html", "wb") as f:
+        f.write(to_html(blocks).encode())
+    io.write_json(REPORTS_DIR / "summary.json", summary_metrics(analysis))
+    recommended = ", ".join(f"{r.model} {r.recommended_resolution} px" for r in analysis.recommendations.itertuples())
+    print(f"aggregate: {len(cells)} cells -> {REPORTS_DIR / 'report.html'}; recommended: {recommended}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
     metrics, arrays = explain_cell(model, cell.model, test, data.num_classes, params.explain, device)
     io.write_npz(explanations_dir(cell) / "heatmaps.npz", **arrays)
     for rank, index in enumerate(arrays["indices"]):
-        image = test.images[index].permute(1, 2, 0).numpy()
+        image = arrays["images"][rank]
         maps = {method: arrays[method][rank] for method in params.explain.methods}
         caption = (f"{cell} test image {index}: true {data.classes[arrays['labels'][rank]]}, "
                    f"predicted {data.classes[arrays['predicted'][rank]]}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,3 +21,22 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared") / "32"
     prepare_resolution(DataParams(size=SplitSizes(train=120, val=40, test=40)), 32, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def aggregated(tmp_path_factory) -> tuple[Path, str]:
+    """The real aggregate stage, run in a folder holding the known study of tests/study_files.py:
+    (folder, stage stdout)."""
+    from study_files import write_study
+
+    folder = tmp_path_factory.mktemp("aggregate")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        write_study(latency_budget_ms=0.5)
+    finally:
+        os.chdir(cwd)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "stages.aggregate"], cwd=folder, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return folder, done.stdout

@@ -64,6 +64,7 @@ def make_study_repo(path: Path) -> Path:
         shutil.copy(REPO / name, path / name)
     run(["git", "init", "-q"], path)
     dvc(path, "init", "-q")
+    shutil.copytree(REPO / ".dvc/plots", path / ".dvc/plots")
     flat = {"models": TINY["models"], "resolutions": TINY["resolutions"], "seeds": TINY["seeds"]}
     for section in ("data", "train", "profile", "explain"):
         flat.update(_flatten(section, TINY[section]))
@@ -114,6 +115,7 @@ def test_first_repro_runs_every_stage_and_writes_every_output(built_study):
     assert len(table) == 3 and table[0].startswith("model,family,resolution,seed,")
     assert (repo / "models/tiny_cnn/24/0/model.pt").is_file()
     assert len(list((repo / "plots/explain/tiny_cnn/16/0").glob("image_*.png"))) == 2
+    assert (repo / "reports/report.html").is_file() and (repo / "reports/figures/attention_tiny_cnn.png").is_file()
     metrics = dvc(repo, "metrics", "show")
     assert "metrics/evaluate/tiny_cnn/16/0/metrics.json" in metrics and "top5_accuracy" in metrics
 

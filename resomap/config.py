@@ -40,6 +40,7 @@ class DataParams:
     seed: int = 0  # synthetic rendering and folder split
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    on_bad_image: Literal["skip", "error"] = "skip"  # imagefolder: leave undecodable files out, or stop
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,11 @@ def _validate_grid(params: Params) -> None:
 
 
 def _validate_data(data: DataParams) -> None:
-    if data.source in ("imagefolder", "torchvision") and not data.path:
-        raise ParamsError(f"data.path is required for data.source: {data.source}: set it to the dataset folder")
+    if data.source in ("imagefolder", "torchvision") and not (data.path or "").strip():
+        state = "missing" if data.path is None else "empty"
+        raise ParamsError(
+            f"data.path is required for data.source: {data.source} but is {state}: set it to the dataset folder"
+        )
     if data.source == "torchvision" and not data.name:
         raise ParamsError("data.name is required for data.source: torchvision: set it to e.g. CIFAR10")
     _non_negative("data.seed", data.seed)

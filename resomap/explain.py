@@ -15,6 +15,7 @@ from resomap.data.augment import normalize
 from resomap.data.prepared import Split
 from resomap.explanation_metrics import curve_auc, gini, localisation, perturbation_curves, spearman
 from resomap.models import build_model
+from resomap.oom import with_oom_backoff
 
 RANDOMISED_SEED = 12345  # the re-initialised twin of every model, for the sanity check
 
@@ -37,14 +38,20 @@ def randomised_twin(model_name: str, num_classes: int, device) -> nn.Module:
     return twin
 
 
-def heatmaps(model: nn.Module, method: str, x: torch.Tensor, targets: list[int], layer: CamLayer, params: ExplainParams) -> np.ndarray:
-    """One method's maps for all images, `params.batch_size` images at a time."""
-    maps = [
-        explain_batch(model, method, x[i : i + params.batch_size], targets[i : i + params.batch_size], layer,
-                      ig_batch=params.ig_batch_size, ig_steps=params.ig_steps)
-        for i in range(0, len(x), params.batch_size)
-    ]
-    return np.concatenate(maps)
+def heatmaps(
+    model: nn.Module, method: str, x: torch.Tensor, targets: list[int], layer: CamLayer, params: ExplainParams
+) -> tuple[np.ndarray, int, int]:
+    """One method's maps for all images, `params.batch_size` images at a time; out of memory
+    halves the IG chunk (`ig_batch_size`). Returns the maps, the IG chunk used and the halvings."""
+
+    def explain_all(ig_batch: int) -> np.ndarray:
+        return np.concatenate([
+            explain_batch(model, method, x[i : i + params.batch_size], targets[i : i + params.batch_size], layer,
+                          ig_batch=ig_batch, ig_steps=params.ig_steps)
+            for i in range(0, len(x), params.batch_size)
+        ])
+
+    return with_oom_backoff(explain_all, params.ig_batch_size, x.device)
 
 
 def score_maps(model: nn.Module, x: torch.Tensor, targets: list[int], maps: np.ndarray, masks, params: ExplainParams) -> dict:
@@ -81,12 +88,15 @@ def explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: in
     }
     for method in params.methods:
         start = time.perf_counter()
-        maps = heatmaps(model, method, x, targets, layer, params)
+        maps, ig_batch, backoffs = heatmaps(model, method, x, targets, layer, params)
         seconds = (time.perf_counter() - start) / len(indices)
         scores = score_maps(model, x, targets, maps, masks, params)
-        twin_maps = heatmaps(twin, method, x, targets, twin_layer, params)
+        twin_maps = heatmaps(twin, method, x, targets, twin_layer, params)[0]
         scores["randomization_similarity"] = float(spearman(maps, twin_maps).mean())
         scores["seconds_per_image"] = seconds
+        scores["oom_backoffs"] = backoffs
+        if method == "integrated_gradients":
+            scores["ig_batch_size"] = ig_batch
         if method.startswith("gradcam"):
             scores["cam_size"] = layer.size
         metrics[method] = {k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()}

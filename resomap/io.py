@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import IO, Iterator
 
 import numpy as np
 import torch
+
+from resomap.errors import ResoMapError
 
 
 @contextmanager
@@ -57,5 +60,13 @@ def save_state_dict(path: str | Path, state: dict) -> None:
 
 
 def load_state_dict(path: str | Path) -> dict:
-    """weights_only=True: a checkpoint can carry tensors, never code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """weights_only=True: a checkpoint can carry tensors, never code. One that carries a pickled
+    object is refused before anything in it runs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ResoMapError(
+            f"{path} holds more than tensors, refusing to load it ({reason}): "
+            "rebuild it with `dvc repro -f` on the stage that writes it, and never load checkpoints from untrusted sources"
+        ) from None

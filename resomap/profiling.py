@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from resomap.config import Params
 from resomap.device import amp_dtype, autocast, memory_format
+from resomap.oom import with_oom_backoff
 from resomap.energy import driver_version, measure_energy
 from resomap.memory import measure_peak_memory
 
@@ -108,21 +109,6 @@ def summarise_latency(samples_ms: list[float]) -> dict[str, float]:
         "latency_ms_min": round(min(samples_ms), 4),
         "latency_ms_iqr": round(q3 - q1, 4),
     }
-
-
-def with_oom_backoff(measure: Callable[[int], dict], batch_size: int, device: torch.device) -> tuple[dict, int, int]:
-    """Run measure(batch); on out-of-memory halve the batch and retry. Returns the result,
-    the batch that fitted and how many halvings it took (timm's benchmark does the same)."""
-    backoffs = 0
-    while True:
-        try:
-            return measure(batch_size), batch_size, backoffs
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            batch_size, backoffs = batch_size // 2, backoffs + 1
 
 
 def _input(batch: int, resolution: int, setup: ProfileSetup) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class FitResult:
     best_epoch: int
     history: list[EpochStats] = field(default_factory=list)
     stopped_early: bool = False
+    micro_batch_size: int = 0  # after any out-of-memory back-off
+    oom_backoffs: int = 0
 
 
 class EarlyStopper:
@@ -68,9 +71,17 @@ class EarlyStopper:
         return self.patience is not None and self.epochs_since_best >= self.patience
 
 
+class TrainingInterrupted(ResoMapError):
+    """SIGINT/SIGTERM arrived: the current epoch was abandoned at an optimizer-step boundary."""
+
+    def __init__(self, epoch: int, epochs: int):
+        super().__init__(f"interrupted during epoch {epoch}/{epochs}")
+        self.epoch = epoch
+
+
 @dataclass
 class TrainStep:
-    """What one optimisation step needs; built once per fit."""
+    """What one optimisation step needs; built once per fit.  micro_batch_size shrinks on out-of-memory."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -80,41 +91,101 @@ class TrainStep:
     device: torch.device
     dtype: torch.dtype | None
     memory_format: torch.memory_format
+    micro_batch_size: int
+    oom_backoffs: int = 0
+    stop_requested: Callable[[], bool] = lambda: False
+
+    @property
+    def accum_steps(self) -> int:
+        """Gradient accumulation actually used: the effective batch is always train.batch_size."""
+        return -(-self.train.batch_size // self.micro_batch_size)
 
 
-def train_one_epoch(step: TrainStep, split: Split, generator: torch.Generator, desc: str) -> tuple[float, float, int]:
+def forward_backward(step: TrainStep, x: torch.Tensor, y: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one micro-batch, its loss weighted by its share of the batch;
+    returns the (unweighted) loss and the logits.  Tests wrap this to inject faults."""
+    with autocast(step.device, step.dtype):
+        logits = step.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=step.train.label_smoothing)
+    step.scaler.scale(loss * weight).backward()
+    return loss, logits
+
+
+def train_one_epoch(
+    step: TrainStep, split: Split, generator: torch.Generator, epoch: int
+) -> tuple[float, float, int]:
     """One pass over the training split in a seeded order; returns mean loss, accuracy and images seen.
 
-    The last partial batch is dropped so every step has the same batch statistics."""
+    The last partial batch is dropped so every step has the same batch statistics.  A batch that
+    runs out of memory is retried from its start (same augmentation draws) with half the
+    micro-batch; a non-finite loss stops training, naming the epoch and step."""
     train, model = step.train, step.model
     model.train()
     images, labels = split.images, split.labels
     batch_size = min(train.batch_size, len(labels))
-    micro = batch_size // train.grad_accum_steps
     padding = round(train.augment.crop_padding * images.shape[-1])
     order = torch.randperm(len(labels), generator=generator)
     steps = len(labels) // batch_size
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
+    # first step whose loss was not finite, tracked on the device: no per-step synchronisation
+    first_bad = torch.full((), steps + 1, device=step.device, dtype=torch.long)
+    desc = f"epoch {epoch}/{train.epochs}"
     for batch_index in tqdm(range(steps), desc=desc, unit="batch", leave=False, mininterval=1.0):
         batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
-        for ids in batch_ids.split(micro):
-            x = augment_batch(images[ids.to(images.device)], padding, train.augment.hflip, generator)
-            x = normalize(x.to(step.device, non_blocking=True), step.memory_format)
-            y = labels[ids.to(labels.device)].to(step.device, non_blocking=True)
-            with autocast(step.device, step.dtype):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=train.label_smoothing)
-            step.scaler.scale(loss / train.grad_accum_steps).backward()
-            # accumulate on the device: reading .item() here would synchronise every step
-            loss_sum += loss.detach().float() * len(ids)
-            correct += (logits.argmax(1) == y).sum()
+        while True:
+            rng = generator.get_state()
+            try:
+                batch_loss, batch_correct = _accumulate_batch(step, images, labels, batch_ids, padding, generator)
+                break
+            except torch.OutOfMemoryError:
+                _back_off(step, generator, rng)
+        first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
+        loss_sum += batch_loss
+        correct += batch_correct
         _optimizer_step(step)
+        if step.stop_requested():
+            raise TrainingInterrupted(epoch, train.epochs)
     seen = steps * batch_size
-    mean_loss = loss_sum.item() / seen
-    if not math.isfinite(mean_loss):
-        raise ResoMapError(f"training loss became {mean_loss}: lower train.lr or set train.amp to off")
-    return mean_loss, correct.item() / seen, seen
+    bad_step = int(first_bad.item())
+    if bad_step <= steps:
+        raise ResoMapError(
+            f"training loss became non-finite at epoch {epoch}/{train.epochs}, step {bad_step}/{steps}: "
+            "lower train.lr, or try train.amp: bf16 / off"
+        )
+    return loss_sum.item() / seen, correct.item() / seen, seen
+
+
+def _accumulate_batch(step: TrainStep, images, labels, batch_ids, padding: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of one batch, in micro-batches; its summed loss and correct count, on the device."""
+    loss_sum = torch.zeros((), device=step.device)
+    correct = torch.zeros((), device=step.device, dtype=torch.long)
+    for ids in batch_ids.split(step.micro_batch_size):
+        x = augment_batch(images[ids.to(images.device)], padding, step.train.augment.hflip, generator)
+        x = normalize(x.to(step.device, non_blocking=True), step.memory_format)
+        y = labels[ids.to(labels.device)].to(step.device, non_blocking=True)
+        loss, logits = forward_backward(step, x, y, len(ids) / len(batch_ids))
+        # accumulate on the device: reading .item() here would synchronise every step
+        loss_sum += loss.detach().float() * len(ids)
+        correct += (logits.argmax(1) == y).sum()
+    return loss_sum, correct
+
+
+def _back_off(step: TrainStep, generator: torch.Generator, rng: torch.Tensor) -> None:
+    """Out of memory: drop the partial gradients, halve the micro-batch, replay the batch's random draws."""
+    step.optimizer.zero_grad(set_to_none=True)
+    if step.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if step.micro_batch_size == 1:
+        raise ResoMapError("out of memory even at micro-batch 1: use a smaller model or resolution")
+    step.micro_batch_size = max(1, step.micro_batch_size // 2)
+    step.oom_backoffs += 1
+    generator.set_state(rng)
+    print(
+        f"out of memory: micro-batch now {step.micro_batch_size}, gradient accumulation {step.accum_steps} "
+        f"(effective batch still {step.train.batch_size})",
+        flush=True,
+    )
 
 
 def _optimizer_step(step: TrainStep) -> None:
@@ -135,8 +206,16 @@ def fit(
     seed: int,
     device: torch.device,
     on_epoch: Callable[[EpochStats], None] = lambda stats: None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] = lambda state: None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> FitResult:
-    """Train for train.epochs (or until early stopping); the result holds the best epoch's weights."""
+    """Train for train.epochs (or until early stopping); the result holds the best epoch's weights.
+
+    After every epoch `on_checkpoint` gets everything needed to continue bit-identically (see
+    `checkpoint`); `resume` is such a state, and training goes on after its epoch.  When
+    `stop_requested()` turns true, the epoch is abandoned after the current optimizer step
+    and TrainingInterrupted is raised (the last checkpoint stays the resume point)."""
     generator = torch.Generator().manual_seed(seed)
     fmt = memory_format(train.channels_last)
     model = model.to(device, memory_format=fmt)
@@ -150,15 +229,24 @@ def fit(
         model=forward,
         optimizer=optimizer,
         schedule=LRSchedule(optimizer, train, steps_per_epoch),
+        # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         train=train,
         device=device,
         dtype=dtype,
         memory_format=fmt,
+        micro_batch_size=max(1, min(train.batch_size, len(train_split)) // train.grad_accum_steps),
+        stop_requested=stop_requested,
     )
     stopper = EarlyStopper(train.early_stopping.monitor, train.early_stopping.patience, train.early_stopping.min_delta)
     result = FitResult(best_state={}, best_epoch=0)
-    for epoch in range(1, train.epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        first_epoch = _restore(resume, model, step, stopper, generator, result) + 1
+    if stopper.should_stop:  # resumed after the early-stopping epoch
+        result.stopped_early = len(result.history) < train.epochs
+        first_epoch = train.epochs + 1
+    for epoch in range(first_epoch, train.epochs + 1):
         stats = _run_epoch(step, data, train_split, generator, epoch)
         result.history.append(stats)
         on_epoch(stats)
@@ -166,17 +254,59 @@ def fit(
             result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
             result.best_epoch = epoch
         step.schedule.after_epoch(stats.monitored(train.early_stopping.monitor))
+        on_checkpoint(checkpoint(epoch, model, step, stopper, generator, result))
         if stopper.should_stop:
             result.stopped_early = epoch < train.epochs
             break
+        if stop_requested():  # arrived during validation: this epoch is saved, stop here
+            raise TrainingInterrupted(epoch + 1, train.epochs)
+    result.micro_batch_size, result.oom_backoffs = step.micro_batch_size, step.oom_backoffs
     return result
+
+
+def checkpoint(epoch: int, model: nn.Module, step: TrainStep, stopper: EarlyStopper, generator, result: FitResult) -> dict:
+    """Everything a resumed fit needs to continue as if never stopped; tensors and plain values only."""
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": step.optimizer.state_dict(),
+        "scheduler": step.schedule.scheduler.state_dict() if step.schedule.scheduler is not None else None,
+        "scaler": step.scaler.state_dict(),
+        "stopper": {"best": stopper.best, "epochs_since_best": stopper.epochs_since_best},
+        "best_state": result.best_state,
+        "best_epoch": result.best_epoch,
+        "history": [dataclasses.asdict(stats) for stats in result.history],
+        "micro_batch_size": step.micro_batch_size,
+        "oom_backoffs": step.oom_backoffs,
+        "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
+    }
+    if step.device.type == "cuda":
+        state["rng"]["cuda"] = torch.cuda.get_rng_state(step.device)
+    return state
+
+
+def _restore(state: dict, model: nn.Module, step: TrainStep, stopper: EarlyStopper, generator, result: FitResult) -> int:
+    """Load a checkpoint() into a freshly built fit; returns the epoch it was taken after."""
+    model.load_state_dict(state["model"])
+    step.optimizer.load_state_dict(state["optimizer"])
+    if step.schedule.scheduler is not None:
+        step.schedule.scheduler.load_state_dict(state["scheduler"])
+    step.scaler.load_state_dict(state["scaler"])
+    stopper.best, stopper.epochs_since_best = state["stopper"]["best"], state["stopper"]["epochs_since_best"]
+    result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]
+    result.history = [EpochStats(**stats) for stats in state["history"]]
+    step.micro_batch_size, step.oom_backoffs = state["micro_batch_size"], state["oom_backoffs"]
+    generator.set_state(state["rng"]["generator"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and step.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"], step.device)
+    return state["epoch"]
 
 
 def _run_epoch(step: TrainStep, data: PreparedData, train_split: Split, generator, epoch: int) -> EpochStats:
     lr = step.schedule.lr
     start = time.perf_counter()
-    desc = f"epoch {epoch}/{step.train.epochs}"
-    train_loss, train_accuracy, seen = train_one_epoch(step, train_split, generator, desc)
+    train_loss, train_accuracy, seen = train_one_epoch(step, train_split, generator, epoch)
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
     train_seconds = time.perf_counter() - start

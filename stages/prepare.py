@@ -16,6 +16,10 @@ def main(argv: list[str]) -> None:
     resolution = int(argv[0])
     params = load_params()
     manifest = prepare_resolution(params.data, resolution, prepared_dir(resolution))
+    for bad in manifest["skipped"]:
+        print(f"skipped {bad['path']}: {bad['reason']}")
+    if manifest["skipped"]:
+        print(f"prepare {resolution}px: skipped {len(manifest['skipped'])} bad image(s) (data.on_bad_image: skip)")
     counts = ", ".join(f"{n} {split}" for split, n in manifest["counts"].items())
     print(f"prepare {resolution}px: {len(manifest['classes'])} classes, {counts} from {manifest['source']}")
 

@@ -1,6 +1,7 @@
 """Usage: python -m stages.train MODEL RESOLUTION SEED
 
 Train one cell: best weights to models/MODEL/RESOLUTION/SEED/, DVCLive curves to metrics/train/....
+Killed or interrupted, it resumes from its last finished epoch on the next run (resomap/resume.py).
 """
 
 import torch
@@ -12,16 +13,20 @@ from resomap.data.prepared import load_prepared
 from resomap.device import configure_backends, pick_device
 from resomap.models import build_model
 from resomap.paths import model_dir, prepared_dir, train_metrics_dir
+from resomap.errors import ResoMapError
+from resomap.resume import ResumeStore, StopSignals, resume_key
 from resomap.stage import cell_from_argv, run_stage
-from resomap.training import EpochStats, fit
+from resomap.training import EpochStats, TrainingInterrupted, fit
 
 
-def log_epoch(live: Live, stats: EpochStats, epochs: int) -> None:
+def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> None:
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         live.log_metric(key.replace("_", "/", 1), getattr(stats, key))
     for key in ("lr", "epoch_seconds", "images_per_s"):
         live.log_metric(key, getattr(stats, key))
     live.next_step()
+    if not echo:
+        return
     print(
         f"epoch {stats.epoch}/{epochs} train_loss {stats.train_loss:.4f} train_acc {stats.train_accuracy:.4f} "
         f"val_loss {stats.val_loss:.4f} val_acc {stats.val_accuracy:.4f} lr {stats.lr:.4g} "
@@ -38,11 +43,26 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(cell.seed)
     data = load_prepared(prepared_dir(cell.resolution), ("train", "val"))
     model = build_model(cell.model, data.num_classes)
-    with Live(dir=str(train_metrics_dir(cell)), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        result = fit(
-            model, data, params.train, seed=cell.seed, device=device,
-            on_epoch=lambda stats: log_epoch(live, stats, params.train.epochs),
-        )
+    store = ResumeStore(cell, resume_key(cell, params.train, data, device))
+    state = store.load()
+    if state is not None:
+        print(f"resumed train {cell} from epoch {state['epoch']}/{params.train.epochs}", flush=True)
+    epochs = params.train.epochs
+    with Live(dir=str(train_metrics_dir(cell)), save_dvc_exp=False, dvcyaml=None, report=None) as live, StopSignals() as stop:
+        # DVC removed the curves with the other outputs: rewrite the finished epochs' rows from the state
+        for stats in [EpochStats(**row) for row in state["history"]] if state else []:
+            log_epoch(live, stats, epochs, echo=False)
+        try:
+            result = fit(
+                model, data, params.train, seed=cell.seed, device=device,
+                on_epoch=lambda stats: log_epoch(live, stats, epochs),
+                resume=state, on_checkpoint=store.save, stop_requested=stop,
+            )
+        except TrainingInterrupted as interrupted:
+            raise ResoMapError(
+                f"train {cell} stopped by {stop.name} during epoch {interrupted.epoch}/{epochs}; "
+                f"finished epochs are saved in {store.path.parent}: run `dvc repro` again to resume"
+            ) from None
         best = result.history[result.best_epoch - 1]
         live.summary.update(
             best_epoch=result.best_epoch,
@@ -52,13 +72,15 @@ def main(argv: list[str]) -> None:
             stopped_early=result.stopped_early,
             train_seconds=round(sum(s.epoch_seconds for s in result.history), 2),
             device=device.type,
+            micro_batch_size=result.micro_batch_size,
+            oom_backoffs=result.oom_backoffs,
         )
     io.save_state_dict(model_dir(cell) / "model.pt", result.best_state)
+    store.clear()
     print(
         f"train {cell}: best epoch {result.best_epoch}/{len(result.history)}, "
         f"val_accuracy {best.val_accuracy:.4f} on {device.type}"
     )
-
 
 if __name__ == "__main__":
     run_stage(main)

@@ -26,7 +26,11 @@ def open_source(data: DataParams, resolution: int) -> SourceData:
         from resomap.data.imagefolder import imagefolder_source
 
         return imagefolder_source(
-            Path(data.path), seed=data.seed, val_fraction=data.val_fraction, test_fraction=data.test_fraction
+            Path(data.path),
+            seed=data.seed,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
+            on_bad_image=data.on_bad_image,
         )
     from resomap.data.torchvision_source import torchvision_source
 
@@ -49,14 +53,18 @@ def resize_split(samples: list[Sample], resolution: int, with_masks: bool, desc:
 
 
 def prepare_resolution(data: DataParams, resolution: int, out_dir: Path) -> dict:
-    """Write train/val/test arrays and a manifest for one resolution; return the manifest."""
+    """Write train/val/test arrays and a manifest for one resolution; return the manifest.
+
+    Every split is decoded before anything is written, so a failure leaves no mix of new and old files.
+    """
     source = open_source(data, resolution)
-    counts = {}
+    arrays = {
+        split: resize_split(source.splits[split], resolution, source.has_masks, desc=f"prepare {resolution}px {split}")
+        for split in SPLITS
+    }
     for split in SPLITS:
-        samples = source.splits[split]
-        arrays = resize_split(samples, resolution, source.has_masks, desc=f"prepare {resolution}px {split}")
-        io.write_npz(out_dir / f"{split}.npz", **arrays)
-        counts[split] = len(samples)
+        io.write_npz(out_dir / f"{split}.npz", **arrays[split])
+    counts = {split: len(source.splits[split]) for split in SPLITS}
     manifest = {
         "source": data.source,
         "resolution": resolution,
@@ -64,6 +72,7 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path) -> dict
         "counts": counts,
         "has_masks": source.has_masks,
         "resize_policy": RESIZE_POLICY,
+        "skipped": [{"path": bad.path, "reason": bad.reason} for bad in source.skipped],
     }
     io.write_json(out_dir / "classes.json", list(source.classes))  # its own file: profile depends on it alone
     io.write_json(out_dir / "manifest.json", manifest)

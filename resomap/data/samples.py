@@ -23,9 +23,18 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class BadImage:
+    """A file that looked like an image but could not be decoded, and was left out."""
+
+    path: str  # relative to the data folder, as in Sample.name
+    reason: str  # one line, e.g. "truncated JPEG (image file is truncated)"
+
+
+@dataclass(frozen=True)
 class SourceData:
     """The labelled samples of a source, already split into train/val/test."""
 
     classes: tuple[str, ...]
     splits: dict[str, list[Sample]]  # keys: SPLITS
     has_masks: bool
+    skipped: tuple[BadImage, ...] = ()  # sorted by path; only image folders skip files

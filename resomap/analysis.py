@@ -44,11 +44,6 @@ def analyse(study: Study, params: AggregateParams) -> Analysis:
     )
 
 
-def _codes(frame: pd.DataFrame, column: str, classes: list[str]) -> np.ndarray:
-    index = {name: code for code, name in enumerate(classes)}
-    return frame[column].map(index).to_numpy()
-
-
 def _cells_at(study: Study, model: str, resolution: int) -> list[Cell]:
     return [c for c in study.cells if c.model == model and c.resolution == resolution]
 
@@ -60,8 +55,8 @@ def resolution_stats(study: Study, params: AggregateParams) -> pd.DataFrame:
         cells = _cells_at(study, model, resolution)
         frames = [study.predictions[c] for c in cells]
         ci = bootstrap_intervals(
-            np.stack([_codes(f, "actual", study.classes) for f in frames]),
-            np.stack([_codes(f, "predicted", study.classes) for f in frames]),
+            np.stack([study.class_codes(f["actual"]) for f in frames]),
+            np.stack([study.class_codes(f["predicted"]) for f in frames]),
             len(study.classes), params.bootstrap_samples, params.confidence, params.seed,
         )
         row = {"model": model, "resolution": int(resolution), "seeds": len(group)}

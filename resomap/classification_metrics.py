@@ -23,7 +23,7 @@ def classification_metrics(
     logits, labels = _checked_inputs(logits, labels, len(class_names))
     preds = logits.argmax(axis=1)
     cm = confusion_matrix(labels, preds, len(class_names))
-    precision, recall, f1 = _per_class_prf(cm)
+    precision, recall, f1 = per_class_prf(np.diag(cm).astype(np.float64), cm.sum(axis=0), cm.sum(axis=1))
     support = cm.sum(axis=1)
     weights = support / support.sum()
     metrics = {"accuracy": float(np.mean(preds == labels))}
@@ -67,18 +67,18 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall, F1 per class; 0 where the denominator is 0."""
-    true_pos = np.diag(cm).astype(np.float64)
-    precision = _safe_divide(true_pos, cm.sum(axis=0))
-    recall = _safe_divide(true_pos, cm.sum(axis=1))
+def per_class_prf(true_pos: np.ndarray, predicted: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 per class from counts per class (last axis): true positives, predicted
+    and actual. 0 where the denominator is 0. Batches of (bootstrap-weighted) counts work alike."""
+    precision = _safe_divide(true_pos, predicted)
+    recall = _safe_divide(true_pos, actual)
     f1 = _safe_divide(2 * precision * recall, precision + recall)
     return precision, recall, f1
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator with 0 instead of nan, the zero_division=0 convention."""
-    out = np.zeros(len(numerator), dtype=np.float64)
+    out = np.zeros(np.broadcast_shapes(np.shape(numerator), np.shape(denominator)), dtype=np.float64)
     np.divide(numerator, denominator, out=out, where=denominator > 0)
     return out
 

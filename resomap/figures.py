@@ -23,9 +23,8 @@ def attention_views(study: Study, model: str) -> dict[int, dict]:
 
 
 def confusions(study: Study) -> dict[str, np.ndarray]:
-    index = {name: code for code, name in enumerate(study.classes)}
     return {
-        str(cell): confusion_matrix(frame["actual"].map(index).to_numpy(), frame["predicted"].map(index).to_numpy(),
+        str(cell): confusion_matrix(study.class_codes(frame["actual"]), study.class_codes(frame["predicted"]),
                                     len(study.classes))
         for cell, frame in study.predictions.items()
     }

@@ -20,10 +20,14 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
     return (matplotlib.colormaps["inferno"](np.clip(heatmap, 0, 1))[..., :3] * 255).astype(np.uint8)
 
 
+def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """Half image, half colourised heatmap: where the map is hot, on the picture."""
+    return (0.5 * image.astype(np.float32) + 0.5 * colorize(heatmap.astype(np.float32)).astype(np.float32)).astype(np.uint8)
+
+
 def _row(image: np.ndarray, heatmap: np.ndarray) -> list[Image.Image]:
     heat = colorize(heatmap.astype(np.float32))
-    overlay = (0.5 * image.astype(np.float32) + 0.5 * heat.astype(np.float32)).astype(np.uint8)
-    return [Image.fromarray(a).resize((TILE, TILE), Image.Resampling.NEAREST) for a in (image, heat, overlay)]
+    return [Image.fromarray(a).resize((TILE, TILE), Image.Resampling.NEAREST) for a in (image, heat, overlay(image, heatmap))]
 
 
 def panel(image: np.ndarray, maps: dict[str, np.ndarray], caption: str) -> Image.Image:

@@ -97,7 +97,7 @@ def consistency_table(consistency: pd.DataFrame) -> pd.DataFrame:
     return summary.map(_num).reset_index()
 
 
-def cells_table(table: pd.DataFrame) -> pd.DataFrame:
+def cell_metrics_table(table: pd.DataFrame) -> pd.DataFrame:
     frame = table[CELL_COLUMNS].copy()
     for column in ("accuracy", "macro_f1"):
         frame[column] = frame[column].map(lambda v: f"{v:.3f}")
@@ -136,7 +136,7 @@ def build_report(study: Study, analysis: Analysis, figures: dict[str, Path]) -> 
                for name, path in figures.items() if name.startswith("attention_")]
     blocks += [Figure(figures["explanation_scores"], captions["explanation_scores"]),
                Heading("Every cell"), Paragraph("All metrics of every cell are in cells.csv (one row per cell)."),
-               Table(cells_table(study.table)),
+               Table(cell_metrics_table(study.table)),
                Figure(figures["training_curves"], captions["training_curves"]),
                Figure(figures["confusion"], captions["confusion"])]
     return blocks

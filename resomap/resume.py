@@ -108,12 +108,10 @@ class ResumeStore:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-        for folder in (self.path.parent, *self.path.parent.parents):
-            if folder == self.path.parents[len(self.cell.key.parts)]:
-                break
+        for folder in self.path.parents[: len(self.cell.key.parts)]:  # seed, resolution, model folders
             try:
                 folder.rmdir()
-            except OSError:
+            except OSError:  # not empty: another cell's state is in it
                 break
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
+from resomap.classification_metrics import per_class_prf
+
 BOOTSTRAP_CHUNK = 256  # resamples weighed at once: bounds memory at CHUNK x N floats
 
 
@@ -18,11 +20,8 @@ class Interval:
 
 
 def macro_f1_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    """Macro-F1 over the last axis (classes), 0 for a class with no true and no predicted sample,
-    as evaluate computes it. Works on counts and on bootstrap-weighted counts alike."""
-    denominator = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(denominator, dtype=np.float64), where=denominator > 0)
-    return f1.mean(-1)
+    """Macro-F1 over the last axis (classes), exactly as evaluate computes it, on (weighted) counts."""
+    return per_class_prf(tp, tp + fp, tp + fn)[2].mean(-1)
 
 
 def bootstrap_intervals(

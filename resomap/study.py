@@ -23,6 +23,7 @@ from resomap.paths import (
 )
 
 TRAIN_KEYS = ("best_epoch", "best_val_accuracy", "epochs_run", "train_seconds")
+PER_CLASS = "per_class_accuracy."
 CURVES = {f"{split}_{name}": f"{split}/{name}.tsv" for split in ("train", "val") for name in ("loss", "accuracy")}
 
 
@@ -62,11 +63,6 @@ def cells_table(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame([cell_row(cell) for cell in cells])
 
 
-def class_names(cell: Cell) -> list[str]:
-    """The dataset's classes in label order, as evaluate recorded them."""
-    return list(_read(evaluate_metrics_dir(cell) / "metrics.json")["per_class_accuracy"])
-
-
 def predictions(cell: Cell) -> pd.DataFrame:
     """Test predictions (index, actual, predicted, correct, confidence), one row per test image."""
     path = evaluate_plots_dir(cell) / "predictions.csv"
@@ -99,9 +95,17 @@ def heatmaps(cell: Cell) -> dict[str, np.ndarray]:
 class Study:
     cells: list[Cell]
     table: pd.DataFrame  # one row per cell, every metric
-    classes: list[str]
     predictions: dict[Cell, pd.DataFrame]
     heatmaps: dict[Cell, dict[str, np.ndarray]]
+
+    @property
+    def classes(self) -> list[str]:
+        """The dataset's classes in label order: evaluate's per-class accuracy keys, as flattened."""
+        return [c.removeprefix(PER_CLASS) for c in self.table.columns if c.startswith(PER_CLASS)]
+
+    def class_codes(self, names: pd.Series) -> np.ndarray:
+        """Class names (as predictions.csv writes them) -> label codes."""
+        return names.map({name: code for code, name in enumerate(self.classes)}).to_numpy()
 
     @property
     def models(self) -> list[str]:
@@ -122,7 +126,6 @@ def load_study(cells: list[Cell]) -> Study:
     return Study(
         cells,
         cells_table(cells),
-        class_names(cells[0]),
         {cell: predictions(cell) for cell in cells},
         {cell: heatmaps(cell) for cell in cells},
     )

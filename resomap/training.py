@@ -20,6 +20,7 @@ from resomap.data.prepared import PreparedData, Split
 from resomap.device import amp_dtype, autocast, memory_format
 from resomap.errors import ResoMapError
 from resomap.inference import loss_and_accuracy, predict_logits
+from resomap.oom import with_oom_backoff
 from resomap.optim import LRSchedule, build_optimizer
 
 
@@ -133,13 +134,7 @@ def train_one_epoch(
     desc = f"epoch {epoch}/{train.epochs}"
     for batch_index in tqdm(range(steps), desc=desc, unit="batch", leave=False, mininterval=1.0):
         batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
-        while True:
-            rng = generator.get_state()
-            try:
-                batch_loss, batch_correct = _accumulate_batch(step, images, labels, batch_ids, padding, generator)
-                break
-            except torch.OutOfMemoryError:
-                _back_off(step, generator, rng)
+        batch_loss, batch_correct = _batch_with_backoff(step, images, labels, batch_ids, padding, generator)
         first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
         loss_sum += batch_loss
         correct += batch_correct
@@ -156,36 +151,44 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
-def _accumulate_batch(step: TrainStep, images, labels, batch_ids, padding: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of one batch, in micro-batches; its summed loss and correct count, on the device."""
+def _batch_with_backoff(step: TrainStep, images, labels, batch_ids, padding: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's gradients; out of memory drops the partial gradients, halves the micro-batch
+    (the effective batch stays train.batch_size) and replays the batch's random draws."""
+    rng = generator.get_state()
+
+    def attempt(micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator.set_state(rng)
+        step.optimizer.zero_grad(set_to_none=True)
+        return _accumulate_batch(step, images, labels, batch_ids.split(micro_batch_size), padding, generator)
+
+    try:
+        result, micro_batch_size, backoffs = with_oom_backoff(attempt, step.micro_batch_size, step.device)
+    except torch.OutOfMemoryError:
+        raise ResoMapError("out of memory even at micro-batch 1: use a smaller model or resolution") from None
+    if backoffs:
+        step.micro_batch_size, step.oom_backoffs = micro_batch_size, step.oom_backoffs + backoffs
+        print(
+            f"out of memory: micro-batch now {step.micro_batch_size}, gradient accumulation {step.accum_steps} "
+            f"(effective batch still {step.train.batch_size})",
+            flush=True,
+        )
+    return result
+
+
+def _accumulate_batch(step: TrainStep, images, labels, micro_batches, padding: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of one batch, micro-batch by micro-batch; its summed loss and correct count, on the device."""
+    total = sum(len(ids) for ids in micro_batches)
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
-    for ids in batch_ids.split(step.micro_batch_size):
+    for ids in micro_batches:
         x = augment_batch(images[ids.to(images.device)], padding, step.train.augment.hflip, generator)
         x = normalize(x.to(step.device, non_blocking=True), step.memory_format)
         y = labels[ids.to(labels.device)].to(step.device, non_blocking=True)
-        loss, logits = forward_backward(step, x, y, len(ids) / len(batch_ids))
+        loss, logits = forward_backward(step, x, y, len(ids) / total)
         # accumulate on the device: reading .item() here would synchronise every step
         loss_sum += loss.detach().float() * len(ids)
         correct += (logits.argmax(1) == y).sum()
     return loss_sum, correct
-
-
-def _back_off(step: TrainStep, generator: torch.Generator, rng: torch.Tensor) -> None:
-    """Out of memory: drop the partial gradients, halve the micro-batch, replay the batch's random draws."""
-    step.optimizer.zero_grad(set_to_none=True)
-    if step.device.type == "cuda":
-        torch.cuda.empty_cache()
-    if step.micro_batch_size == 1:
-        raise ResoMapError("out of memory even at micro-batch 1: use a smaller model or resolution")
-    step.micro_batch_size = max(1, step.micro_batch_size // 2)
-    step.oom_backoffs += 1
-    generator.set_state(rng)
-    print(
-        f"out of memory: micro-batch now {step.micro_batch_size}, gradient accumulation {step.accum_steps} "
-        f"(effective batch still {step.train.batch_size})",
-        flush=True,
-    )
 
 
 def _optimizer_step(step: TrainStep) -> None:

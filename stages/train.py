@@ -12,8 +12,8 @@ from resomap.config import load_params
 from resomap.data.prepared import load_prepared
 from resomap.device import configure_backends, pick_device
 from resomap.models import build_model
-from resomap.paths import model_dir, prepared_dir, train_metrics_dir
 from resomap.errors import ResoMapError
+from resomap.paths import model_dir, prepared_dir, train_metrics_dir
 from resomap.resume import ResumeStore, StopSignals, resume_key
 from resomap.stage import cell_from_argv, run_stage
 from resomap.training import EpochStats, TrainingInterrupted, fit
@@ -81,6 +81,7 @@ def main(argv: list[str]) -> None:
         f"train {cell}: best epoch {result.best_epoch}/{len(result.history)}, "
         f"val_accuracy {best.val_accuracy:.4f} on {device.type}"
     )
+
 
 if __name__ == "__main__":
     run_stage(main)

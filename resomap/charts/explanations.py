@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from resomap.charts import figure_legend, message_figure, model_lines, models_in, not_available
-from resomap.panels import colorize
+from resomap.panels import overlay
 
 SCORES = {
     "pointing_game": "Pointing game ↑",
@@ -58,10 +58,6 @@ def consistency_chart(consistency: pd.DataFrame, resolutions: list[int]) -> Figu
     return fig
 
 
-def _overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    return (0.5 * image + 0.5 * colorize(heatmap.astype(np.float32))).astype(np.uint8)
-
-
 def _class_name(view: dict, label: int) -> str:
     return view["classes"][label] if "classes" in view else str(label)
 
@@ -83,7 +79,7 @@ def attention_chart(model: str, views: dict[int, dict], methods: list[str], max_
         view = views[resolution]
         for r, (i, method) in enumerate(rows):
             ax, image = axes[r, c], view["images"][i]
-            ax.imshow(image if method is None else _overlay(image, view[method][i]), interpolation="nearest")
+            ax.imshow(image if method is None else overlay(image, view[method][i]), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if method is None:

@@ -55,15 +55,11 @@ def resize_split(samples: list[Sample], resolution: int, with_masks: bool, desc:
 def prepare_resolution(data: DataParams, resolution: int, out_dir: Path) -> dict:
     """Write train/val/test arrays and a manifest for one resolution; return the manifest.
 
-    Every split is decoded before anything is written, so a failure leaves no mix of new and old files.
-    """
+    Bad image files stop or are skipped when the source is opened, before anything is written."""
     source = open_source(data, resolution)
-    arrays = {
-        split: resize_split(source.splits[split], resolution, source.has_masks, desc=f"prepare {resolution}px {split}")
-        for split in SPLITS
-    }
     for split in SPLITS:
-        io.write_npz(out_dir / f"{split}.npz", **arrays[split])
+        arrays = resize_split(source.splits[split], resolution, source.has_masks, desc=f"prepare {resolution}px {split}")
+        io.write_npz(out_dir / f"{split}.npz", **arrays)  # one split in memory at a time
     counts = {split: len(source.splits[split]) for split in SPLITS}
     manifest = {
         "source": data.source,

@@ -277,7 +277,7 @@ def test_huge_lr_stops_with_a_one_line_error_and_writes_no_weights(tiny_syntheti
 
 @pytest.mark.slow
 def test_kill_9_of_dvc_repro_then_repro_resumes(tmp_path):
-    from test_pipeline_e2e import dvc, make_study_repo, set_params
+    from study_repo import dvc, make_study_repo, set_params
 
     repo = make_study_repo(tmp_path / "study")
     set_params(repo, {"resolutions": [16], "train.epochs": 6, "data.size.train": 160})

@@ -1,0 +1,82 @@
+"""A real git + DVC repo holding the project's code and a tiny study: the fixture of every test
+that drives `dvc` end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO
+
+TINY = {
+    "models": ["tiny_cnn"],
+    "resolutions": [16, 24],
+    "seeds": [0],
+    "data": {"size": {"train": 40, "val": 20, "test": 20}},
+    "train": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0},
+    "profile": {"batch_size": 4, "warmup": 1, "repeats": 3},
+    "explain": {"num_images": 2},
+}
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def dvc(repo: Path, *args: str) -> str:
+    return run([sys.executable, "-m", "dvc", *args], repo)
+
+
+def repro(repo: Path) -> set[str]:
+    """Run `dvc repro`; return the stages DVC says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", dvc(repo, "repro")))
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in changes.items():
+        section = params
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_study_repo(path: Path) -> Path:
+    """A git + DVC repo holding the project's code and a tiny params.yaml."""
+    path.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("resomap", "stages"):
+        shutil.copytree(REPO / folder, path / folder, ignore=ignore)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(REPO / name, path / name)
+    run(["git", "init", "-q"], path)
+    dvc(path, "init", "-q")
+    shutil.copytree(REPO / ".dvc/plots", path / ".dvc/plots")
+    flat = {"models": TINY["models"], "resolutions": TINY["resolutions"], "seeds": TINY["seeds"]}
+    for section in ("data", "train", "profile", "explain"):
+        flat.update(_flatten(section, TINY[section]))
+    set_params(path, flat)
+    run(["git", "add", "-A"], path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny study"], path)
+    return path
+
+
+def _flatten(prefix: str, tree: dict) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out

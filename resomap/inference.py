@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from resomap.data.augment import normalize
@@ -29,6 +28,3 @@ def predict_logits(
             outputs.append(model(batch).float().cpu())
     return torch.cat(outputs)
 
-
-def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()

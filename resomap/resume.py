@@ -66,14 +66,14 @@ def code_hash() -> str:
     return _sha256(*chunks)
 
 
-def resume_key(cell: Cell, train: TrainParams, data: PreparedData, device: torch.device) -> dict[str, str]:
+def resume_key(cell: Cell, train: TrainParams, data: PreparedData, device: torch.device, processes: int = 1) -> dict[str, str]:
     """What must match for a saved state to be reused, part by part (so a mismatch can say which)."""
     return {
         "train params": params_hash(train),
         "cell": str(cell),
         "prepared data": data_hash(data),
         "code": code_hash(),
-        "runtime": f"torch {torch.__version__} on {device.type}",
+        "runtime": f"torch {torch.__version__} on {device.type} x {processes} processes",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -15,11 +16,13 @@ from torch import nn
 from tqdm import tqdm
 
 from resomap.config import TrainParams
-from resomap.data.augment import augment_batch, normalize
+from resomap.data.augment import crop_flip, draw_crop_flip, normalize
+from resomap.data.placement import gather, training_memory
 from resomap.data.prepared import PreparedData, Split
-from resomap.device import amp_dtype, autocast, memory_format
+from resomap.device import amp_dtype, autocast, memory_format, upload
+from resomap.distributed import Ranks, deferred_gradient_sync
 from resomap.errors import ResoMapError
-from resomap.inference import loss_and_accuracy, predict_logits
+from resomap.inference import predict_logits
 from resomap.oom import with_oom_backoff
 from resomap.optim import LRSchedule, build_optimizer
 
@@ -47,6 +50,7 @@ class FitResult:
     stopped_early: bool = False
     micro_batch_size: int = 0  # after any out-of-memory back-off
     oom_backoffs: int = 0
+    compile_seconds: float | None = None  # torch.compile's one-off cost, kept out of the epochs' figures
 
 
 class EarlyStopper:
@@ -82,9 +86,10 @@ class TrainingInterrupted(ResoMapError):
 
 @dataclass
 class TrainStep:
-    """What one optimisation step needs; built once per fit.  micro_batch_size shrinks on out-of-memory."""
+    """What one optimisation step needs; built once per fit.  micro_batch_size (this rank's)
+    shrinks on out-of-memory."""
 
-    model: nn.Module
+    model: nn.Module  # what runs forward: DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     scaler: torch.amp.GradScaler
@@ -93,13 +98,14 @@ class TrainStep:
     dtype: torch.dtype | None
     memory_format: torch.memory_format
     micro_batch_size: int
+    ranks: Ranks = Ranks()
     oom_backoffs: int = 0
     stop_requested: Callable[[], bool] = lambda: False
 
     @property
     def accum_steps(self) -> int:
         """Gradient accumulation actually used: the effective batch is always train.batch_size."""
-        return -(-self.train.batch_size // self.micro_batch_size)
+        return -(-self.train.batch_size // (self.micro_batch_size * self.ranks.world_size))
 
 
 def forward_backward(step: TrainStep, x: torch.Tensor, y: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +121,8 @@ def forward_backward(step: TrainStep, x: torch.Tensor, y: torch.Tensor, weight: 
 def train_one_epoch(
     step: TrainStep, split: Split, generator: torch.Generator, epoch: int
 ) -> tuple[float, float, int]:
-    """One pass over the training split in a seeded order; returns mean loss, accuracy and images seen.
+    """One pass over the training split in a seeded order; returns mean loss, accuracy and images seen
+    (over all ranks: each trains on its shard of every batch).
 
     The last partial batch is dropped so every step has the same batch statistics.  A batch that
     runs out of memory is retried from its start (same augmentation draws) with half the
@@ -132,9 +139,12 @@ def train_one_epoch(
     # first step whose loss was not finite, tracked on the device: no per-step synchronisation
     first_bad = torch.full((), steps + 1, device=step.device, dtype=torch.long)
     desc = f"epoch {epoch}/{train.epochs}"
-    for batch_index in tqdm(range(steps), desc=desc, unit="batch", leave=False, mininterval=1.0):
+    progress = tqdm(range(steps), desc=desc, unit="batch", leave=False, mininterval=1.0, disable=not step.ranks.is_main)
+    for batch_index in progress:
         batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
-        batch_loss, batch_correct = _batch_with_backoff(step, images, labels, batch_ids, padding, generator)
+        offsets, flips = draw_crop_flip(len(batch_ids), padding, train.augment.hflip, generator)
+        own = [step.ranks.shard(t) for t in (batch_ids, offsets, flips)]
+        batch_loss, batch_correct = _batch_with_backoff(step, images, labels, *own, padding)
         first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
         loss_sum += batch_loss
         correct += batch_correct
@@ -142,6 +152,9 @@ def train_one_epoch(
         if step.stop_requested():
             raise TrainingInterrupted(epoch, train.epochs)
     seen = steps * batch_size
+    for total in (loss_sum, correct):
+        step.ranks.sum(total)
+    step.ranks.min(first_bad)
     bad_step = int(first_bad.item())
     if bad_step <= steps:
         raise ResoMapError(
@@ -151,15 +164,14 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
-def _batch_with_backoff(step: TrainStep, images, labels, batch_ids, padding: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch's gradients; out of memory drops the partial gradients, halves the micro-batch
-    (the effective batch stays train.batch_size) and replays the batch's random draws."""
-    rng = generator.get_state()
+def _batch_with_backoff(step: TrainStep, images, labels, batch_ids, offsets, flips, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
+    (the effective batch stays train.batch_size, the augmentation draws stay the same)."""
 
     def attempt(micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        generator.set_state(rng)
         step.optimizer.zero_grad(set_to_none=True)
-        return _accumulate_batch(step, images, labels, batch_ids.split(micro_batch_size), padding, generator)
+        micro_batches = zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips)))
+        return _accumulate_batch(step, images, labels, list(micro_batches), padding)
 
     try:
         result, micro_batch_size, backoffs = with_oom_backoff(attempt, step.micro_batch_size, step.device)
@@ -175,16 +187,19 @@ def _batch_with_backoff(step: TrainStep, images, labels, batch_ids, padding: int
     return result
 
 
-def _accumulate_batch(step: TrainStep, images, labels, micro_batches, padding: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of one batch, micro-batch by micro-batch; its summed loss and correct count, on the device."""
-    total = sum(len(ids) for ids in micro_batches)
+def _accumulate_batch(step: TrainStep, images, labels, micro_batches, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
+    correct count, on the device.  Under DDP only the last backward all-reduces the gradients."""
+    total = sum(len(ids) for ids, _, _ in micro_batches)
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
-    for ids in micro_batches:
-        x = augment_batch(images[ids.to(images.device)], padding, step.train.augment.hflip, generator)
-        x = normalize(x.to(step.device, non_blocking=True), step.memory_format)
-        y = labels[ids.to(labels.device)].to(step.device, non_blocking=True)
-        loss, logits = forward_backward(step, x, y, len(ids) / total)
+    for index, (ids, offsets, flips) in enumerate(micro_batches):
+        x = crop_flip(gather(images, ids, step.device), padding, upload(offsets, step.device), upload(flips, step.device))
+        x = normalize(x, step.memory_format)
+        y = gather(labels, ids, step.device)
+        last = index == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else deferred_gradient_sync(step.model):
+            loss, logits = forward_backward(step, x, y, len(ids) / total)
         # accumulate on the device: reading .item() here would synchronise every step
         loss_sum += loss.detach().float() * len(ids)
         correct += (logits.argmax(1) == y).sum()
@@ -201,6 +216,41 @@ def _optimizer_step(step: TrainStep) -> None:
     step.schedule.after_optimizer_step()
 
 
+def make_train_step(
+    model: nn.Module,
+    train: TrainParams,
+    device: torch.device,
+    train_images: int,
+    *,
+    ranks: Ranks = Ranks(),
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> TrainStep:
+    """The optimiser, schedule and forward module (DDP-wrapped across ranks, compiled when asked)
+    for a model already on `device`; the train stage's loop and the throughput benchmark share it."""
+    if train.batch_size % ranks.world_size:
+        raise ResoMapError(
+            f"train.batch_size {train.batch_size} does not split evenly over {ranks.world_size} processes: "
+            "launch a divisor of it"
+        )
+    wrapped = ranks.wrap(model, device)
+    optimizer = build_optimizer(model, train, device)
+    dtype = amp_dtype(train.amp, device)
+    return TrainStep(
+        model=torch.compile(wrapped) if train.compile else wrapped,
+        optimizer=optimizer,
+        schedule=LRSchedule(optimizer, train, max(1, train_images // train.batch_size)),
+        # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        train=train,
+        device=device,
+        dtype=dtype,
+        memory_format=memory_format(train.channels_last),
+        micro_batch_size=max(1, min(train.batch_size, train_images) // ranks.world_size // train.grad_accum_steps),
+        ranks=ranks,
+        stop_requested=ranks.agreed(stop_requested, device),
+    )
+
+
 def fit(
     model: nn.Module,
     data: PreparedData,
@@ -212,37 +262,24 @@ def fit(
     resume: dict | None = None,
     on_checkpoint: Callable[[dict], None] = lambda state: None,
     stop_requested: Callable[[], bool] = lambda: False,
+    ranks: Ranks = Ranks(),
 ) -> FitResult:
     """Train for train.epochs (or until early stopping); the result holds the best epoch's weights.
+    Under torchrun (`ranks` of several processes) each rank trains on its shard of every batch and
+    every rank ends with the same result; the caller lets rank 0 write it.
 
     After every epoch `on_checkpoint` gets everything needed to continue bit-identically (see
     `checkpoint`); `resume` is such a state, and training goes on after its epoch.  When
     `stop_requested()` turns true, the epoch is abandoned after the current optimizer step
     and TrainingInterrupted is raised (the last checkpoint stays the resume point)."""
     generator = torch.Generator().manual_seed(seed)
-    fmt = memory_format(train.channels_last)
-    model = model.to(device, memory_format=fmt)
-    forward = torch.compile(model) if train.compile else model
-    dtype = amp_dtype(train.amp, device)
-    train_split = data.splits["train"]
-    train_split = Split(train_split.images.to(device), train_split.labels.to(device), None)
-    steps_per_epoch = max(1, len(train_split) // train.batch_size)
-    optimizer = build_optimizer(model, train, device)
-    step = TrainStep(
-        model=forward,
-        optimizer=optimizer,
-        schedule=LRSchedule(optimizer, train, steps_per_epoch),
-        # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not
-        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-        train=train,
-        device=device,
-        dtype=dtype,
-        memory_format=fmt,
-        micro_batch_size=max(1, min(train.batch_size, len(train_split)) // train.grad_accum_steps),
-        stop_requested=stop_requested,
-    )
+    model = model.to(device, memory_format=memory_format(train.channels_last))
+    train_split = training_memory(data.splits["train"], device)
+    step = make_train_step(model, train, device, len(train_split), ranks=ranks, stop_requested=stop_requested)
     stopper = EarlyStopper(train.early_stopping.monitor, train.early_stopping.patience, train.early_stopping.min_delta)
     result = FitResult(best_state={}, best_epoch=0)
+    if train.compile:
+        result.compile_seconds = compile_now(step, model, train_split)
     first_epoch = 1
     if resume is not None:
         first_epoch = _restore(resume, model, step, stopper, generator, result) + 1
@@ -250,7 +287,7 @@ def fit(
         result.stopped_early = len(result.history) < train.epochs
         first_epoch = train.epochs + 1
     for epoch in range(first_epoch, train.epochs + 1):
-        stats = _run_epoch(step, data, train_split, generator, epoch)
+        stats = _run_epoch(step, model, data, train_split, generator, epoch)
         result.history.append(stats)
         on_epoch(stats)
         if stopper.update(stats.monitored(train.early_stopping.monitor)):
@@ -261,10 +298,28 @@ def fit(
         if stopper.should_stop:
             result.stopped_early = epoch < train.epochs
             break
-        if stop_requested():  # arrived during validation: this epoch is saved, stop here
+        if step.stop_requested():  # arrived during validation: this epoch is saved, stop here
             raise TrainingInterrupted(epoch + 1, train.epochs)
     result.micro_batch_size, result.oom_backoffs = step.micro_batch_size, step.oom_backoffs
     return result
+
+
+def compile_now(step: TrainStep, model: nn.Module, split: Split) -> float:
+    """torch.compile compiles at the first call: make that call here, on one micro-batch whose
+    effects are undone (weights, BatchNorm statistics, gradients, random state), so compilation is
+    timed on its own instead of hiding in epoch 1.  Returns the seconds it took."""
+    saved = copy.deepcopy(model.state_dict())
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[step.device] if step.device.type == "cuda" else []):
+        model.train()
+        ids = torch.arange(min(step.micro_batch_size, len(split)))
+        x = normalize(gather(split.images, ids, step.device), step.memory_format)
+        forward_backward(step, x, gather(split.labels, ids, step.device), 1.0)
+        if step.device.type == "cuda":
+            torch.cuda.synchronize(step.device)
+    step.optimizer.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
+    return time.perf_counter() - start
 
 
 def checkpoint(epoch: int, model: nn.Module, step: TrainStep, stopper: EarlyStopper, generator, result: FitResult) -> dict:
@@ -306,18 +361,15 @@ def _restore(state: dict, model: nn.Module, step: TrainStep, stopper: EarlyStopp
     return state["epoch"]
 
 
-def _run_epoch(step: TrainStep, data: PreparedData, train_split: Split, generator, epoch: int) -> EpochStats:
+def _run_epoch(step: TrainStep, model: nn.Module, data: PreparedData, train_split: Split, generator, epoch: int) -> EpochStats:
     lr = step.schedule.lr
     start = time.perf_counter()
     train_loss, train_accuracy, seen = train_one_epoch(step, train_split, generator, epoch)
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
     train_seconds = time.perf_counter() - start
-    val = data.splits["val"]
-    logits = predict_logits(
-        step.model, val.images, batch_size=512, device=step.device, dtype=step.dtype, memory_format=step.memory_format
-    )
-    val_loss, val_accuracy = loss_and_accuracy(logits, val.labels)
+    step.ranks.average_buffers(model)
+    val_loss, val_accuracy = _validate(step, data.splits["val"])
     return EpochStats(
         epoch=epoch,
         train_loss=train_loss,
@@ -328,3 +380,15 @@ def _run_epoch(step: TrainStep, data: PreparedData, train_split: Split, generato
         epoch_seconds=time.perf_counter() - start,
         images_per_s=seen / train_seconds,
     )
+
+
+def _validate(step: TrainStep, val: Split) -> tuple[float, float]:
+    """Mean loss and accuracy on the validation split; each rank scores its shard, the sums are reduced."""
+    labels = step.ranks.shard(val.labels)
+    logits = predict_logits(
+        step.model, step.ranks.shard(val.images), batch_size=512,
+        device=step.device, dtype=step.dtype, memory_format=step.memory_format,
+    )
+    sums = torch.stack([F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) == labels).sum().float()])
+    loss_sum, correct = step.ranks.sum(sums.to(step.device, torch.float64)).tolist()
+    return loss_sum / len(val), correct / len(val)

@@ -2,7 +2,10 @@
 
 Train one cell: best weights to models/MODEL/RESOLUTION/SEED/, DVCLive curves to metrics/train/....
 Killed or interrupted, it resumes from its last finished epoch on the next run (resomap/resume.py).
+With RESOMAP_NPROC=N it relaunches itself under torchrun on N processes (DDP; rank 0 writes).
 """
+
+import contextlib
 
 import torch
 from dvclive import Live
@@ -11,9 +14,10 @@ from resomap import io
 from resomap.config import load_params
 from resomap.data.prepared import load_prepared
 from resomap.device import configure_backends, pick_device
+from resomap.distributed import Ranks, join, leave, relaunch_under_torchrun
 from resomap.models import build_model
 from resomap.errors import ResoMapError
-from resomap.paths import model_dir, prepared_dir, train_metrics_dir
+from resomap.paths import Cell, model_dir, prepared_dir, train_metrics_dir
 from resomap.resume import ResumeStore, StopSignals, resume_key
 from resomap.stage import cell_from_argv, run_stage
 from resomap.training import EpochStats, TrainingInterrupted, fit
@@ -37,26 +41,39 @@ def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> 
 
 def main(argv: list[str]) -> None:
     cell = cell_from_argv(argv, __doc__.splitlines()[0])
+    relaunch_under_torchrun("stages.train", argv)
+    ranks, device = join(pick_device())
+    try:
+        train_cell(cell, ranks, device)
+    finally:
+        leave(ranks)
+
+
+def train_cell(cell: Cell, ranks: Ranks, device: torch.device) -> None:
     params = load_params()
-    device = pick_device()
     configure_backends(device)
     torch.manual_seed(cell.seed)
     data = load_prepared(prepared_dir(cell.resolution), ("train", "val"))
     model = build_model(cell.model, data.num_classes)
-    store = ResumeStore(cell, resume_key(cell, params.train, data, device))
-    state = store.load()
-    if state is not None:
+    store = ResumeStore(cell, resume_key(cell, params.train, data, device, ranks.world_size))
+    state = store.load()  # every rank resumes from rank 0's state
+    if state is not None and ranks.is_main:
         print(f"resumed train {cell} from epoch {state['epoch']}/{params.train.epochs}", flush=True)
     epochs = params.train.epochs
-    with Live(dir=str(train_metrics_dir(cell)), save_dvc_exp=False, dvcyaml=None, report=None) as live, StopSignals() as stop:
-        # DVC removed the curves with the other outputs: rewrite the finished epochs' rows from the state
-        for stats in [EpochStats(**row) for row in state["history"]] if state else []:
-            log_epoch(live, stats, epochs, echo=False)
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(StopSignals())
+        live = None
+        if ranks.is_main:
+            live = stack.enter_context(Live(dir=str(train_metrics_dir(cell)), save_dvc_exp=False, dvcyaml=None, report=None))
+            # DVC removed the curves with the other outputs: rewrite the finished epochs' rows from the state
+            for stats in [EpochStats(**row) for row in state["history"]] if state else []:
+                log_epoch(live, stats, epochs, echo=False)
         try:
             result = fit(
                 model, data, params.train, seed=cell.seed, device=device,
-                on_epoch=lambda stats: log_epoch(live, stats, epochs),
-                resume=state, on_checkpoint=store.save, stop_requested=stop,
+                on_epoch=(lambda stats: log_epoch(live, stats, epochs)) if live else (lambda stats: None),
+                resume=state, on_checkpoint=store.save if ranks.is_main else (lambda state: None),
+                stop_requested=stop, ranks=ranks,
             )
         except TrainingInterrupted as interrupted:
             raise ResoMapError(
@@ -64,6 +81,8 @@ def main(argv: list[str]) -> None:
                 f"finished epochs are saved in {store.path.parent}: run `dvc repro` again to resume"
             ) from None
         best = result.history[result.best_epoch - 1]
+        if not ranks.is_main:
+            return
         live.summary.update(
             best_epoch=result.best_epoch,
             best_val_accuracy=best.val_accuracy,
@@ -72,14 +91,16 @@ def main(argv: list[str]) -> None:
             stopped_early=result.stopped_early,
             train_seconds=round(sum(s.epoch_seconds for s in result.history), 2),
             device=device.type,
+            processes=ranks.world_size,
             micro_batch_size=result.micro_batch_size,
             oom_backoffs=result.oom_backoffs,
+            compile_seconds=result.compile_seconds,
         )
     io.save_state_dict(model_dir(cell) / "model.pt", result.best_state)
     store.clear()
     print(
         f"train {cell}: best epoch {result.best_epoch}/{len(result.history)}, "
-        f"val_accuracy {best.val_accuracy:.4f} on {device.type}"
+        f"val_accuracy {best.val_accuracy:.4f} on {device.type}" + (f" x {ranks.world_size} processes" if ranks.distributed else "")
     )
 
 

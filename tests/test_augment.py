@@ -1,7 +1,7 @@
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from resomap.data.augment import MEAN, STD, crop_flip, crop_flip_params, normalize
+from resomap.data.augment import MEAN, STD, crop_flip, crop_flip_params, draw_crop_flip, normalize
 
 
 def reference(image: torch.Tensor, padding: int, offset: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -25,3 +25,29 @@ def test_normalize_matches_torchvision():
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     expected = TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(MEAN), list(STD))
     torch.testing.assert_close(normalize(images), expected)
+
+
+def test_the_train_loops_augmentation_matches_the_torchvision_pipeline():
+    """draw_crop_flip + crop_flip + normalize, as the train loop runs them on a batch (in
+    channels-last), equal torchvision's RandomCrop(padding) + RandomHorizontalFlip + ToDtype +
+    Normalize applied image by image with the same draws."""
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (32, 3, 24, 24), dtype=torch.uint8, generator=generator)
+    offsets, flips = draw_crop_flip(32, 3, True, generator)
+    batched = normalize(crop_flip(images, 3, offsets, flips), torch.channels_last)
+    assert batched.is_contiguous(memory_format=torch.channels_last)
+    for i in range(32):
+        expected = TF.normalize(TF.to_dtype(reference(images[i], 3, offsets[i], bool(flips[i])), torch.float32, scale=True), list(MEAN), list(STD))
+        torch.testing.assert_close(batched[i], expected)
+
+
+def test_the_draws_are_uniform_like_torchvisions():
+    """RandomCrop picks each offset in [0, 2 * padding] with equal chance, RandomHorizontalFlip
+    flips half the images; hflip off never flips."""
+    generator = torch.Generator().manual_seed(0)
+    offsets, flips = draw_crop_flip(20000, 2, True, generator)
+    counts = torch.bincount(offsets.flatten(), minlength=5).float() / offsets.numel()
+    torch.testing.assert_close(counts, torch.full((5,), 0.2), atol=0.01, rtol=0)
+    assert abs(flips.float().mean().item() - 0.5) < 0.01
+    _, no_flips = draw_crop_flip(100, 2, False, generator)
+    assert not no_flips.any()

@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import pytest
@@ -8,7 +9,7 @@ from resomap.config import TrainParams
 from resomap.data.prepared import PreparedData, Split, load_prepared
 from resomap.models import build_model
 from resomap.optim import LRSchedule, build_optimizer
-from resomap.training import EarlyStopper, fit
+from resomap.training import EarlyStopper, compile_now, fit, make_train_step
 
 CPU = torch.device("cpu")
 
@@ -107,3 +108,17 @@ def test_optimizer_skips_weight_decay_on_norms_and_biases():
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])
+
+
+def test_compiling_ahead_of_training_leaves_no_trace(tiny_synthetic):
+    """compile_now runs one forward/backward to trigger compilation, then undoes it: weights,
+    BatchNorm statistics, gradients and the random state are as before."""
+    data = load_prepared(tiny_synthetic)
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", data.num_classes)
+    step = make_train_step(model, train_params(), CPU, len(data.splits["train"]))
+    before, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
+    assert compile_now(step, model, data.splits["train"]) > 0
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)

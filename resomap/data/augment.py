@@ -42,8 +42,8 @@ def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: 
     ]
 
 
-def augment_batch(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
-    offsets, flips = crop_flip_params(len(images), padding, generator)
-    if not hflip:
-        flips = torch.zeros_like(flips)
-    return crop_flip(images, padding, offsets, flips)
+def draw_crop_flip(batch: int, padding: int, hflip: bool, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole batch's crop offsets and flip flags (no flips when hflip is off), drawn once so the
+    micro-batches and the ranks of a distributed run each apply their slice of the same draws."""
+    offsets, flips = crop_flip_params(batch, padding, generator)
+    return offsets, flips if hflip else torch.zeros_like(flips)

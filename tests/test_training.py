@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -122,3 +123,14 @@ def test_compiling_ahead_of_training_leaves_no_trace(tiny_synthetic):
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.slow
+def test_compiled_training_reports_its_compile_time_apart(tiny_synthetic):
+    """train.compile: torch.compile (inductor, here on the CPU) runs the same loop; the compile
+    time is measured before epoch 1 and reported on its own."""
+    data = load_prepared(tiny_synthetic)
+    result = state_of("tiny_cnn", data, train_params(epochs=1, compile=True))
+    assert result.compile_seconds is not None and result.compile_seconds > 0
+    assert math.isfinite(result.history[0].train_loss)
+    assert state_of("tiny_cnn", data, train_params(epochs=1)).compile_seconds is None

@@ -6,7 +6,6 @@ import torch
 
 from conftest import REPO
 
-from resomap.memory import measure_peak_memory
 from resomap.models import build_model, registered_names
 from resomap.oom import with_oom_backoff
 from resomap.profiling import ProfileSetup, count_flops, profile_model, summarise_latency

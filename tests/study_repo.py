@@ -20,7 +20,7 @@ TINY = {
     "seeds": [0],
     "data": {"size": {"train": 40, "val": 20, "test": 20}},
     "train": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0},
-    "profile": {"batch_size": 4, "warmup": 1, "repeats": 3},
+    "profile": {"batch_size": 4, "warmup": 1, "repeats": 3, "min_seconds": 0.0, "batch_repeats": 1},
     "explain": {"num_images": 2},
 }
 

@@ -66,13 +66,6 @@ def test_an_explain_param_reruns_only_explain_and_aggregate(study):
     assert repro(study) == cells("explain") | {"aggregate"}
 
 
-def test_editing_explain_code_reruns_only_explain_cells(study):
-    code = study / "resomap/explain.py"
-    code.write_text(code.read_text() + "\n# an edit\n")
-    ran = repro(study)
-    assert cells("explain") <= ran <= cells("explain") | {"aggregate"}
-
-
 def stale_stages(repo: Path) -> set[str]:
     """Stages `dvc status` reports as changed."""
     return set(re.findall(r"^([\w@.-]+):\s*$", dvc(repo, "status"), flags=re.M))

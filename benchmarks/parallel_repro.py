@@ -28,7 +28,7 @@ import yaml
 from resomap import io
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from study_repo import make_study_repo, set_params  # noqa: E402  (the tests' tiny study, not a copy of it)
+from study_repo import make_study_repo, ran, set_params, tool_env  # noqa: E402  (the tests' tiny study, not a copy of it)
 
 GRID = {"models": ["tiny_cnn", "simple_cnn"], "resolutions": [16, 24, 32]}
 MODES = [  # (name, workers, command after `python`, extra environment); the first is the reference
@@ -51,7 +51,7 @@ def reproduce(base: Path, workdir: Path, mode: str, workers: int, args: list[str
               ) -> tuple[dict, dict[str, str]]:
     """Reproduce a fresh copy of the study (no dvc.lock, empty cache) one way; its row and weights."""
     repo = Path(shutil.copytree(base, workdir / re.sub(r"\W+", "_", mode), symlinks=True))
-    env = {**os.environ, **extra_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = tool_env(**extra_env, CUDA_VISIBLE_DEVICES="")  # on the CPU, as the results' "device" says
     load_before = os.getloadavg()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=repo, env=env, capture_output=True, text=True)
@@ -63,7 +63,7 @@ def reproduce(base: Path, workdir: Path, mode: str, workers: int, args: list[str
         "workers": workers,
         "env": extra_env,
         "wall_s": round(wall, 1),
-        "stages_run": len(re.findall(r"Running stage '", done.stdout + done.stderr)),
+        "stages_run": len(ran(done.stdout + done.stderr)),
         "loadavg_1min_before": round(load_before[0], 2),
         "loadavg_1min_after": round(os.getloadavg()[0], 2),
     }

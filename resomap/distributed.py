@@ -29,7 +29,6 @@ PROCS_ENV = "RESOMAP_NPROC"
 class Ranks:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -44,13 +43,15 @@ class Ranks:
         return items[self.rank :: self.world_size]
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
+        return self._all_reduce(tensor, dist.ReduceOp.SUM)
 
     def min(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(tensor, dist.ReduceOp.MIN)
+
+    def _all_reduce(self, tensor: torch.Tensor, op) -> torch.Tensor:
+        """In place across the ranks (a no-op in a world of one); returns the tensor."""
         if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+            dist.all_reduce(tensor, op=op)
         return tensor
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
@@ -69,8 +70,7 @@ class Ranks:
             return
         for buffer in model.buffers():
             if buffer.is_floating_point():
-                dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-                buffer.div_(self.world_size)
+                self.sum(buffer).div_(self.world_size)
 
     def agreed(self, stop: Callable[[], bool], device: torch.device, every: int = 16) -> Callable[[], bool]:
         """A stop flag every rank sees at the same step (one rank leaving a collective alone would
@@ -85,8 +85,7 @@ class Ranks:
             if calls % every:
                 return False
             flag = torch.tensor([float(stop())], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            return bool(flag.item())
+            return bool(self._all_reduce(flag, dist.ReduceOp.MAX).item())
 
         return agreed_stop
 
@@ -113,7 +112,7 @@ def join(device: torch.device) -> tuple[Ranks, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Ranks(dist.get_rank(), world_size, local_rank), device
+    return Ranks(dist.get_rank(), world_size), device
 
 
 def leave(ranks: Ranks) -> None:

@@ -16,6 +16,7 @@ carry on (like `dvc repro --keep-going`), and the exit code is 1; Ctrl-C stops e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -117,7 +118,7 @@ def may_start(ready: list[str], running: list[str], alone: set[str]) -> list[str
 
 @dataclass
 class Summary:
-    outcomes: dict[str, str] = field(default_factory=dict)  # stage -> ran | unchanged | failed | not started
+    outcomes: dict[str, str] = field(default_factory=dict)  # stage -> ran | unchanged | failed | interrupted | not started
     interrupted: bool = False
 
     def stages(self, outcome: str) -> list[str]:
@@ -125,9 +126,11 @@ class Summary:
 
     def __str__(self) -> str:
         counts = []
-        for outcome in ("ran", "unchanged", "failed", "not started"):
+        for outcome in ("ran", "unchanged", "failed", "interrupted", "not started"):
             named = self.stages(outcome)
-            listed = f" ({', '.join(named)})" if named and outcome in ("failed", "not started") else ""
+            if outcome == "interrupted" and not named:
+                continue  # only a stopped run has any
+            listed = f" ({', '.join(named)})" if named and outcome not in ("ran", "unchanged") else ""
             counts.append(f"{len(named)} {outcome}{listed}")
         return "parallel_repro: " + ", ".join(counts) + (" - interrupted" if self.interrupted else "")
 
@@ -165,7 +168,7 @@ class Scheduler:
                     for future in finished:
                         stage = running.pop(future)
                         summary.outcomes[stage] = future.result()
-                        if summary.outcomes[stage] != "failed":
+                        if summary.outcomes[stage] in ("ran", "unchanged"):
                             sorter.done(stage)  # a failed stage is never done: its downstream never gets ready
             except KeyboardInterrupt:
                 summary.interrupted = True
@@ -204,7 +207,7 @@ class Scheduler:
                 return "not started"
             # its own process group, so a Ctrl-C reaches it (and its stage's command) only through _stop
             child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     text=True, errors="replace", start_new_session=True)
             self.children.add(child)
         ran = False
         with child:
@@ -214,13 +217,16 @@ class Scheduler:
                     print(f"[{worker.label}] {stage} | {line.rstrip()}", flush=True)
         with self.lock:
             self.children.discard(child)
-        return "failed" if child.returncode else "ran" if ran else "unchanged"
+        if child.returncode:
+            return "interrupted" if self.stopping else "failed"
+        return "ran" if ran else "unchanged"
 
     def _interrupt_children(self) -> None:
         with self.lock:
             self.stopping = True
             for child in self.children:
-                os.killpg(child.pid, signal.SIGINT)
+                with contextlib.suppress(ProcessLookupError):  # exited, not yet discarded
+                    os.killpg(child.pid, signal.SIGINT)
 
 
 def gpu_ids(text: str) -> list[int]:
@@ -228,11 +234,6 @@ def gpu_ids(text: str) -> list[int]:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GPU ids like 0,1 - got {text!r}") from None
-
-
-def stop_like_ctrl_c(signum, frame) -> None:
-    """SIGTERM (a batch system's stop) ends the run the way Ctrl-C does."""
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str]) -> None:
@@ -255,7 +256,7 @@ def main(argv: list[str]) -> None:
         return
     on_cpu = not workers[0].cuda_visible_devices
     alone = {stage for stage in graph if on_cpu and stage.startswith(TIMING_STAGE)}
-    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a batch system's stop acts like Ctrl-C
     summary = Scheduler(graph, workers, alone).run()
     print(summary, flush=True)
     if summary.interrupted:

@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from resomap.config import TrainParams
 from resomap.data.augment import crop_flip, draw_crop_flip, normalize
-from resomap.data.placement import gather, training_memory
+from resomap.data.placement import batch, training_memory
 from resomap.data.prepared import PreparedData, Split
-from resomap.device import amp_dtype, autocast, memory_format, upload
+from resomap.device import amp_dtype, autocast, memory_format
 from resomap.distributed import Ranks, deferred_gradient_sync
 from resomap.errors import ResoMapError
 from resomap.inference import predict_logits
@@ -129,11 +129,10 @@ def train_one_epoch(
     micro-batch; a non-finite loss stops training, naming the epoch and step."""
     train, model = step.train, step.model
     model.train()
-    images, labels = split.images, split.labels
-    batch_size = min(train.batch_size, len(labels))
-    padding = round(train.augment.crop_padding * images.shape[-1])
-    order = torch.randperm(len(labels), generator=generator)
-    steps = len(labels) // batch_size
+    batch_size = min(train.batch_size, len(split))
+    padding = round(train.augment.crop_padding * split.images.shape[-1])
+    order = torch.randperm(len(split), generator=generator)
+    steps = len(split) // batch_size
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
     # first step whose loss was not finite, tracked on the device: no per-step synchronisation
@@ -144,7 +143,7 @@ def train_one_epoch(
         batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
         offsets, flips = draw_crop_flip(len(batch_ids), padding, train.augment.hflip, generator)
         own = [step.ranks.shard(t) for t in (batch_ids, offsets, flips)]
-        batch_loss, batch_correct = _batch_with_backoff(step, images, labels, *own, padding)
+        batch_loss, batch_correct = _batch_with_backoff(step, split, *own, padding)
         first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
         loss_sum += batch_loss
         correct += batch_correct
@@ -164,14 +163,14 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
-def _batch_with_backoff(step: TrainStep, images, labels, batch_ids, offsets, flips, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
     (the effective batch stays train.batch_size, the augmentation draws stay the same)."""
 
     def attempt(micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         step.optimizer.zero_grad(set_to_none=True)
         micro_batches = zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips)))
-        return _accumulate_batch(step, images, labels, list(micro_batches), padding)
+        return _accumulate_batch(step, split, list(micro_batches), padding)
 
     try:
         result, micro_batch_size, backoffs = with_oom_backoff(attempt, step.micro_batch_size, step.device)
@@ -187,16 +186,15 @@ def _batch_with_backoff(step: TrainStep, images, labels, batch_ids, offsets, fli
     return result
 
 
-def _accumulate_batch(step: TrainStep, images, labels, micro_batches, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _accumulate_batch(step: TrainStep, split: Split, micro_batches, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
     correct count, on the device.  Under DDP only the last backward all-reduces the gradients."""
     total = sum(len(ids) for ids, _, _ in micro_batches)
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
     for index, (ids, offsets, flips) in enumerate(micro_batches):
-        x = crop_flip(gather(images, ids, step.device), padding, upload(offsets, step.device), upload(flips, step.device))
-        x = normalize(x, step.memory_format)
-        y = gather(labels, ids, step.device)
+        x, y = batch(split, ids, step.device)
+        x = normalize(crop_flip(x, padding, offsets, flips), step.memory_format)
         last = index == len(micro_batches) - 1
         with contextlib.nullcontext() if last else deferred_gradient_sync(step.model):
             loss, logits = forward_backward(step, x, y, len(ids) / total)
@@ -312,9 +310,8 @@ def compile_now(step: TrainStep, model: nn.Module, split: Split) -> float:
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[step.device] if step.device.type == "cuda" else []):
         model.train()
-        ids = torch.arange(min(step.micro_batch_size, len(split)))
-        x = normalize(gather(split.images, ids, step.device), step.memory_format)
-        forward_backward(step, x, gather(split.labels, ids, step.device), 1.0)
+        x, y = batch(split, torch.arange(min(step.micro_batch_size, len(split))), step.device)
+        forward_backward(step, normalize(x, step.memory_format), y, 1.0)
         if step.device.type == "cuda":
             torch.cuda.synchronize(step.device)
     step.optimizer.zero_grad(set_to_none=True)

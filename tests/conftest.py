@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny prepared datasets written by the real prepare code."""
+"""Shared fixtures: tiny prepared datasets written by the real prepare code; helpers for the tests
+that run stage scripts or servers as subprocesses."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,27 @@ from resomap.config import DataParams, SplitSizes
 from resomap.data.prepare import prepare_resolution
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def stage_env(**extra: str) -> dict:
+    """The environment to run a stage script (`python -m stages.X`) from any folder, on the CPU
+    (GPUs hidden: CPU results are the bit-reproducible ones), plus `extra`."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", **extra}
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports the kernel hands out as free right now (all held open
+    together while picking, so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +59,6 @@ def aggregated(tmp_path_factory) -> tuple[Path, str]:
         write_study(latency_budget_ms=0.5)
     finally:
         os.chdir(cwd)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "stages.aggregate"], cwd=folder, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "stages.aggregate"], cwd=folder, env=stage_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return folder, done.stdout

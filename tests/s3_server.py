@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from conftest import free_ports
 
 # Every port `weed mini` listens on (each has a default that parallel runs would share).
 _PORTS = (
@@ -34,20 +36,6 @@ def weed_binary() -> str:
     return found
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out as free right now, all distinct."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class _EarlyExit(RuntimeError):
     pass
 
@@ -63,10 +51,12 @@ class S3Server:
         self.bucket = bucket
         self.timeout = timeout
         self.env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-        self.ports = dict(zip(_PORTS, _free_ports(len(_PORTS))))
-        self.endpoint_url = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self._pick_ports()
         self.proc: subprocess.Popen | None = None
-        self.started = False  # once it has run, its ports stay (a restart must find the same server)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -75,18 +65,18 @@ class S3Server:
         bucket answers a signed request.  The first start retries on other ports if one of the
         free ports picked was taken meanwhile (`weed` exits at once then)."""
         assert self.proc is None, "already running"
+        # A data dir means it has run before: its ports must stay (a restart must find the same server).
+        first_start = not self.data_dir.exists()
         for attempt in range(3):
             try:
                 self._launch()
                 break
             except _EarlyExit:
-                if self.started or attempt == 2:
+                if not first_start or attempt == 2:
                     raise
                 self._remove_sockets()
                 shutil.rmtree(self.data_dir)  # nothing stored yet; mini.options holds the old ports
-                self.ports = dict(zip(_PORTS, _free_ports(len(_PORTS))))
-                self.endpoint_url = f"http://127.0.0.1:{self.ports['s3.port']}"
-        self.started = True
+                self._pick_ports()
         return self
 
     def _launch(self) -> None:
@@ -128,8 +118,11 @@ class S3Server:
 
     # -- clients -----------------------------------------------------------------------------
 
+    @functools.cached_property
     def client(self):
-        """A botocore S3 client with the server's credentials (few retries: tests want answers)."""
+        """A botocore S3 client with the server's credentials (few retries: tests want answers).
+        Built once (that takes ~0.15 s, and `count_objects` is polled in a tight loop); a restart
+        keeps the endpoint, and new ports drop it (`_pick_ports`)."""
         import botocore.config
         import botocore.session
 
@@ -142,13 +135,17 @@ class S3Server:
 
     def count_objects(self, prefix: str = "") -> int:
         """How many objects the bucket holds under `prefix`."""
-        paginator = self.client().get_paginator("list_objects_v2")
+        paginator = self.client.get_paginator("list_objects_v2")
         return sum(page.get("KeyCount", 0) for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _pick_ports(self) -> None:
+        self.ports = dict(zip(_PORTS, free_ports(len(_PORTS))))
+        self.__dict__.pop("client", None)  # a client made for the old endpoint
 
     def _remove_sockets(self) -> None:
         for port in self.ports.values():
@@ -158,7 +155,6 @@ class S3Server:
     def _wait_ready(self) -> None:
         import botocore.exceptions
 
-        client = self.client()
         deadline = time.monotonic() + self.timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -167,7 +163,7 @@ class S3Server:
                 self.proc = None
                 raise _EarlyExit(f"weed mini exited with status {rc} before S3 answered; log {self.log_path}:\n{self.log()}")
             try:
-                client.head_bucket(Bucket=self.bucket)
+                self.client.head_bucket(Bucket=self.bucket)
                 return
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
                 last = repr(exc)

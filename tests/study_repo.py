@@ -3,6 +3,7 @@ that drives `dvc` end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,20 +26,53 @@ TINY = {
 }
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+def tool_env(**extra: str) -> dict:
+    """os.environ with this venv's bin/ first on PATH (so `dvc`, `weed` and the stages' `python` are
+    this venv's, whatever the caller's PATH), plus `extra`."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, **extra}
 
 
-def dvc(repo: Path, *args: str) -> str:
-    return run([sys.executable, "-m", "dvc", *args], repo)
+def proc(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd` (in `tool_env()` unless given `env`) without checking its exit status: for the
+    commands expected to fail."""
+    return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
+    """Run `cmd`, which must succeed (its output is in the failure message); its stdout + stderr."""
+    done = proc(cmd, cwd, env)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
+    """`dvc ARGS` in `repo` with this venv's DVC; must succeed."""
+    return run([sys.executable, "-m", "dvc", *args], repo, env)
+
+
+def ran(output: str) -> set[str]:
+    """The stages DVC says it ran (`Running stage '...'`) in `output`."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def repro(repo: Path) -> set[str]:
     """Run `dvc repro`; return the stages DVC says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", dvc(repo, "repro")))
+    return ran(dvc(repo, "repro"))
+
+
+def stale(repo: Path) -> set[str]:
+    """The stages `dvc status` reports as changed (its JSON form: one key a stage)."""
+    return set(json.loads(dvc(repo, "status", "--json")))
+
+
+GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]  # commits need an author; CI hosts have none
+
+
+def git_commit(repo: Path, message: str) -> None:
+    """Commit everything in `repo`'s working tree."""
+    run(["git", "add", "-A"], repo)
+    run(["git", *GIT_USER, "commit", "-qm", message], repo)
 
 
 def set_params(repo: Path, changes: dict) -> None:
@@ -67,8 +101,7 @@ def make_study_repo(path: Path) -> Path:
     for section in ("data", "train", "profile", "explain"):
         flat.update(_flatten(section, TINY[section]))
     set_params(path, flat)
-    run(["git", "add", "-A"], path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny study"], path)
+    git_commit(path, "tiny study")
     return path
 
 

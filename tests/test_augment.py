@@ -1,7 +1,7 @@
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from resomap.data.augment import MEAN, STD, crop_flip, crop_flip_params, draw_crop_flip, normalize
+from resomap.data.augment import MEAN, STD, crop_flip, draw_crop_flip, normalize
 
 
 def reference(image: torch.Tensor, padding: int, offset: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -14,7 +14,7 @@ def reference(image: torch.Tensor, padding: int, offset: torch.Tensor, flip: boo
 def test_batched_crop_flip_matches_torchvision_per_image():
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16, 3, 20, 20), dtype=torch.uint8, generator=generator)
-    offsets, flips = crop_flip_params(16, 4, generator)
+    offsets, flips = draw_crop_flip(16, 4, True, generator)
     assert flips.any() and not flips.all(), "the draw should exercise both branches"
     batched = crop_flip(images, 4, offsets, flips)
     for i in range(16):

@@ -1,13 +1,12 @@
 """The throughput benchmark runs end to end (its figures come from a GPU machine, not from here)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, stage_env
 
 
 @pytest.mark.slow
@@ -15,7 +14,7 @@ def test_train_throughput_writes_one_row_per_model_and_resolution(tmp_path):
     out = tmp_path / "throughput.json"
     command = [sys.executable, "-m", "benchmarks.train_throughput", "--models", "simple_cnn", "tiny_cnn",
                "--resolutions", "16", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--workers", "1", "--out", str(out)]
-    done = subprocess.run(command, cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, env=stage_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert [(row["model"], row["resolution"]) for row in rows] == [("simple_cnn", 16), ("tiny_cnn", 16)]

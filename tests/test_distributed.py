@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, free_ports, stage_env
 from resomap.config import DataParams, SplitSizes, TrainParams
 from resomap.data.prepare import prepare_resolution
 from resomap.data.prepared import PreparedData, Split
@@ -61,16 +59,10 @@ def train_no_norm_net(train: TrainParams, ranks: Ranks):
 def _rank_main(rank: int, world_size: int, port: int, train: TrainParams, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        result = train_no_norm_net(train, Ranks(rank, world_size, rank))
+        result = train_no_norm_net(train, Ranks(rank, world_size))
         torch.save({"state": result.best_state, "history": [dataclasses.asdict(s) for s in result.history]}, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("grad_accum_steps", [1, 2])
@@ -80,7 +72,7 @@ def test_two_ranks_reproduce_the_single_process_training(tmp_path, grad_accum_st
     all-reduces (no_sync), which must not change the result either."""
     single = train_no_norm_net(TRAIN, Ranks())
     out = str(tmp_path / "result")
-    mp.spawn(_rank_main, args=(2, free_port(), dataclasses.replace(TRAIN, grad_accum_steps=grad_accum_steps), out), nprocs=2)
+    mp.spawn(_rank_main, args=(2, free_ports(1)[0], dataclasses.replace(TRAIN, grad_accum_steps=grad_accum_steps), out), nprocs=2)
     ranks = [torch.load(f"{out}.{rank}") for rank in (0, 1)]
     for name, value in single.best_state.items():
         torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-4, atol=1e-5)
@@ -93,13 +85,12 @@ def test_two_ranks_reproduce_the_single_process_training(tmp_path, grad_accum_st
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
     with pytest.raises(ResoMapError, match=r"train.batch_size 32 does not split evenly over 3 processes: launch a divisor"):
-        train_no_norm_net(TRAIN, Ranks(0, 3, 0))
+        train_no_norm_net(TRAIN, Ranks(0, 3))
 
 
 def run_train_stage(folder: Path, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", **env}
     return subprocess.run(
-        [sys.executable, "-m", "stages.train", "simple_cnn", "16", "0"], cwd=folder, env=full_env, capture_output=True, text=True
+        [sys.executable, "-m", "stages.train", "simple_cnn", "16", "0"], cwd=folder, env=stage_env(**env), capture_output=True, text=True
     )
 
 
@@ -140,7 +131,8 @@ def test_train_stage_under_torchrun_writes_once_and_stays_close_to_one_process(s
     assert torch.load(double / "models/simple_cnn/16/0/model.pt").keys() == torch.load(single / "models/simple_cnn/16/0/model.pt").keys()
 
 
-def test_a_bad_process_count_is_one_line(study_folder):
-    done = run_train_stage(study_folder, RESOMAP_NPROC="two")
+def test_a_bad_process_count_is_one_line(tmp_path):
+    """Refused before params.yaml or the data are read: an empty folder will do."""
+    done = run_train_stage(tmp_path, RESOMAP_NPROC="two")
     assert done.returncode == 2
     assert done.stderr.strip() == "error: RESOMAP_NPROC='two' is not a process count: set it to a positive integer, e.g. the GPU count"

@@ -4,7 +4,6 @@ two CPU workers reproducing the tiny grid (its wall time is in benchmarks/parall
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,7 +16,7 @@ import yaml
 
 from resomap.errors import ResoMapError
 from resomap.parallel_repro import Worker, may_start, pending_graph, plan_workers, waves
-from study_repo import dvc, make_study_repo
+from study_repo import dvc, make_study_repo, proc, ran, stale, tool_env
 
 PREPARE = {"prepare@16", "prepare@24"}
 CELLS = {f"{stage}@tiny_cnn-{r}-0" for stage in ("train", "evaluate", "explain") for r in (16, 24)}
@@ -27,17 +26,13 @@ EVERY_STAGE = PREPARE | CELLS | PROFILE | {"aggregate"}
 
 
 def parallel_repro(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "resomap.parallel_repro", *args]
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    return proc([sys.executable, "-m", "resomap.parallel_repro", *args], repo)
 
 
-def started(output: str) -> set[str]:
-    return set(re.findall(r"\| Running stage '([^']+)'", output))
-
-
-def stale(repo: Path) -> set[str]:
-    return set(json.loads(dvc(repo, "status", "--json")))
+def through_workers(output: str) -> bool:
+    """Every `Running stage` line came from a worker's `dvc repro` of that stage: `[cpu N] STAGE | `."""
+    lines = [line for line in output.splitlines() if "Running stage '" in line]
+    return bool(lines) and all(re.match(r"\[[^]]+\] (\S+) \| Running stage '\1'", line) for line in lines)
 
 
 def copy_of(repo: Path, tmp_path: Path) -> Path:
@@ -155,7 +150,7 @@ def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_two_cpu_workers_reproduce_the_grid_and_leave_dvc_consistent(built):
     repo, done = built
     assert done.returncode == 0, done.stdout + done.stderr
-    assert started(done.stdout) == EVERY_STAGE
+    assert ran(done.stdout) == EVERY_STAGE and through_workers(done.stdout)
     assert {"[cpu 0]", "[cpu 1]"} <= set(re.findall(r"^\[cpu \d\]", done.stdout, flags=re.M))
     assert done.stdout.rstrip().endswith("parallel_repro: 11 ran, 0 unchanged, 0 failed, 0 not started")
     assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == EVERY_STAGE
@@ -179,7 +174,7 @@ def test_a_failed_stage_stops_its_downstream_and_the_others_finish(built, tmp_pa
     done = parallel_repro(repo, "--workers", "2")
     assert done.returncode == 1
     assert re.search(r"^\[cpu \d\] explain@tiny_cnn-24-0 \| broken on purpose$", done.stdout, flags=re.M)
-    assert started(done.stdout) == EXPLAIN
+    assert ran(done.stdout) == EXPLAIN and through_workers(done.stdout)
     assert "1 ran, 0 unchanged, 1 failed (explain@tiny_cnn-24-0), 1 not started (aggregate)" in done.stdout
     assert stale(repo) == {"explain@tiny_cnn-24-0", "aggregate"}
 
@@ -188,17 +183,16 @@ def test_a_failed_stage_stops_its_downstream_and_the_others_finish(built, tmp_pa
 def test_ctrl_c_stops_every_running_stage_and_records_none(built, tmp_path):
     repo = copy_of(built[0], tmp_path)
     edit_explain(repo, 'import time\nprint("explain waiting", flush=True)\ntime.sleep(120)\n')
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [sys.executable, "-m", "resomap.parallel_repro", "--workers", "2"]
-    with subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(command, cwd=repo, env=tool_env(), stdout=subprocess.PIPE, text=True) as child:
         waiting = 0
-        for line in proc.stdout:
+        for line in child.stdout:
             waiting += line.endswith("| explain waiting\n")
             if waiting == 2:  # both explain cells are running
                 break
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 130
+        child.send_signal(signal.SIGINT)
+        rest = child.communicate(timeout=60)[0]
+    assert child.returncode == 130
     assert rest.rstrip().endswith("1 not started (aggregate) - interrupted")
     assert stale(repo) == EXPLAIN | {"aggregate"}
     assert not any(json.loads((repo / ".dvc/tmp/rwlock").read_text()).values())  # no path left locked

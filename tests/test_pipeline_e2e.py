@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from study_repo import dvc, make_study_repo, repro, set_params
+from study_repo import dvc, make_study_repo, repro, set_params, stale
 
 pytestmark = pytest.mark.slow
 
@@ -66,21 +65,16 @@ def test_an_explain_param_reruns_only_explain_and_aggregate(study):
     assert repro(study) == cells("explain") | {"aggregate"}
 
 
-def stale_stages(repo: Path) -> set[str]:
-    """Stages `dvc status` reports as changed."""
-    return set(re.findall(r"^([\w@.-]+):\s*$", dvc(repo, "status"), flags=re.M))
-
-
 def test_a_train_param_leaves_prepare_and_profile_alone(study):
     set_params(study, {"train.lr": 0.01, "train.label_smoothing": 0.2})
-    assert stale_stages(study) == cells("train")
+    assert stale(study) == cells("train")
     assert repro(study) == cells("train") | cells("evaluate") | cells("explain") | {"aggregate"}
 
 
 def test_the_train_batch_size_reprofiles_training_cost(study):
     """profile reads train.batch_size (train_throughput_img_s is measured at it), nothing else of train."""
     set_params(study, {"train.batch_size": 8})
-    assert stale_stages(study) == cells("train") | cells("profile")
+    assert stale(study) == cells("train") | cells("profile")
 
 
 def weights_hash(repo: Path) -> str:

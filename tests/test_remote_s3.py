@@ -17,7 +17,6 @@ What DVC 3.67 does here, measured by these tests:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -28,9 +27,8 @@ from random import Random
 import pytest
 
 from s3_server import S3Server
-from study_repo import dvc, make_study_repo, run
+from study_repo import GIT_USER, dvc, git_commit, make_study_repo, proc, ran, run, tool_env
 
-GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]
 STUDY_OUTPUTS = ("data/prepared", "models", "metrics", "plots", "explanations", "reports")
 
 
@@ -45,22 +43,8 @@ def slice_targets(resolution: int) -> list[str]:
     return [f"evaluate@*-{resolution}-*", f"explain@*-{resolution}-*", f"profile@*-{resolution}"]
 
 
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
 def restored(output: str) -> set[str]:
     return set(re.findall(r"Stage '([^']+)' is cached - skipping run, checking out outputs", output))
-
-
-def proc(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run without asserting the exit status (for the commands expected to fail)."""
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-
-
-def git_commit(repo: Path, message: str) -> None:
-    run(["git", "add", "-A"], repo)
-    run(["git", *GIT_USER, "commit", "-qm", message], repo)
 
 
 def use_remote(repo: Path, server: S3Server, prefix: str) -> None:
@@ -235,7 +219,7 @@ def fault_server(tmp_path):
 
 def test_a_push_cut_by_a_server_crash_fails_and_the_next_push_completes_it(fault_server, tmp_path):
     server = fault_server
-    env = {**os.environ, **server.env}  # credentials from the environment, as on CI
+    env = tool_env(**server.env)  # credentials from the environment, as on CI
     repo = tmp_path / "repo"
     repo.mkdir()
     run(["git", "init", "-q"], repo)
@@ -274,21 +258,13 @@ def test_a_push_cut_by_a_server_crash_fails_and_the_next_push_completes_it(fault
     server.start()  # same data dir, same ports
     landed = server.count_objects("fault/")
     assert 0 < landed < total
-    assert f"{total - landed} files pushed" in dvc_env(repo, env, "push")
-    assert "Cache and remote 'storage' are in sync." in dvc_env(repo, env, "status", "--cloud")
+    assert f"{total - landed} files pushed" in dvc(repo, "push", env=env)
+    assert "Cache and remote 'storage' are in sync." in dvc(repo, "status", "--cloud", env=env)
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     dvc(clone, "remote", "modify", "--local", "storage", "verify", "true")  # re-hash what comes down
-    dvc_env(clone, env, "pull")
+    dvc(clone, "pull", env=env)
     assert file_digests(clone, ["data"]) == file_digests(repo, ["data"])
     assert len(file_digests(clone, ["data"])) == 400
-    assert "Cache and remote 'storage' are in sync." in dvc_env(clone, env, "status", "--cloud")
-
-
-def dvc_env(repo: Path, env: dict, *args: str) -> str:
-    done = proc([sys.executable, "-m", "dvc", *args], repo, env)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
+    assert "Cache and remote 'storage' are in sync." in dvc(clone, "status", "--cloud", env=env)

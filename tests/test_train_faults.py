@@ -18,13 +18,14 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, stage_env
 from resomap import io, training
 from resomap.config import EarlyStopping, TrainParams
 from resomap.data.prepared import load_prepared
 from resomap.errors import ResoMapError
 from resomap.models import build_model
 from resomap.training import fit
+from study_repo import dvc, make_study_repo, set_params, tool_env
 
 CPU = torch.device("cpu")
 CELL = ("tiny_cnn", "32", "0")
@@ -65,14 +66,13 @@ def same_weights(a: dict, b: dict) -> bool:
 def test_fit_resumed_from_a_saved_epoch_is_bit_identical(tiny_synthetic, tmp_path, changes):
     data = load_prepared(tiny_synthetic, ("train", "val"))
     train = train_params(**changes)
-    full = run_fit(data, train)
     saved = tmp_path / "state.pt"
 
     def save_epoch_2(state: dict) -> None:
         if state["epoch"] == 2:
             io.save_state_dict(saved, state)
 
-    run_fit(data, train, on_checkpoint=save_epoch_2)
+    full = run_fit(data, train, on_checkpoint=save_epoch_2)
     torch.manual_seed(123)  # the resumed run must not depend on the global RNG it starts with
     resumed = run_fit(data, train, resume=io.load_state_dict(saved))
     assert same_weights(full.best_state, resumed.best_state)
@@ -169,9 +169,8 @@ def write_params(path: Path, **train) -> None:
 
 
 def start(cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.Popen(
-        [sys.executable, "-m", "stages.train", *CELL], cwd=cwd, env=env,
+        [sys.executable, "-m", "stages.train", *CELL], cwd=cwd, env=stage_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -277,12 +276,10 @@ def test_huge_lr_stops_with_a_one_line_error_and_writes_no_weights(tiny_syntheti
 
 @pytest.mark.slow
 def test_kill_9_of_dvc_repro_then_repro_resumes(tmp_path):
-    from study_repo import dvc, make_study_repo, set_params
-
     repo = make_study_repo(tmp_path / "study")
     set_params(repo, {"resolutions": [16], "train.epochs": 6, "data.size.train": 160})
-    dvc(repo, "repro", "prepare@16")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": ""}
+    env = tool_env(CUDA_VISIBLE_DEVICES="")  # every run on the CPU: the resume key holds the device
+    dvc(repo, "repro", "prepare@16", env=env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@tiny_cnn-16-0"], cwd=repo, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -294,7 +291,7 @@ def test_kill_9_of_dvc_repro_then_repro_resumes(tmp_path):
     assert state.exists(), proc.communicate()[0] if proc.poll() is not None else "no resume state in 120 s"
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage it runs, like kill -9 of the whole job
     proc.wait()
-    out = dvc(repo, "repro", "train@tiny_cnn-16-0")
+    out = dvc(repo, "repro", "train@tiny_cnn-16-0", env=env)
     assert "resumed train tiny_cnn-16-0 from epoch" in out
     assert not state.exists()
-    assert "train@tiny_cnn-16-0" not in dvc(repo, "status")
+    assert "train@tiny_cnn-16-0" not in dvc(repo, "status", env=env)

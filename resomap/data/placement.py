@@ -21,16 +21,15 @@ def training_memory(split: Split, device: torch.device) -> Split:
     free_bytes, _ = torch.cuda.mem_get_info(device)
     images = split.images
     if images.numel() * images.element_size() <= GPU_SHARE * free_bytes:
-        images = images.to(device)
-    else:
-        print(f"training images ({images.numel() / 2**30:.1f} GiB) exceed {GPU_SHARE:.0%} of free GPU memory: kept in pinned host memory", flush=True)
-        images = images.pin_memory()
-    return Split(images, split.labels.to(device), None)
+        return Split(images.to(device), split.labels.to(device), None)
+    print(f"training images ({images.numel() / 2**30:.1f} GiB) exceed {GPU_SHARE:.0%} of free GPU memory: kept in pinned host memory", flush=True)
+    return Split(images.pin_memory(), split.labels, None)
 
 
-def gather(tensor: torch.Tensor, ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """tensor[ids] on `device`; ids are CPU indices. A host-resident tensor is gathered on the CPU
-    into pinned memory and copied asynchronously."""
-    if tensor.device.type == device.type:
-        return tensor[upload(ids, tensor.device)]
-    return upload(tensor[ids], device)
+def batch(split: Split, ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of `ids` (CPU indices) on `device`: the ids are copied once where the
+    arrays already are; host-resident arrays are gathered on the CPU and copied asynchronously."""
+    if split.images.device.type == device.type:
+        ids = upload(ids, split.images.device)
+        return split.images[ids], split.labels[ids]
+    return upload(split.images[ids], device), upload(split.labels[ids], device)

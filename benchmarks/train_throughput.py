@@ -51,7 +51,7 @@ def write_images(resolution: int, count: int, root: Path) -> tuple[Split, Path]:
     so both loops see the same pixels."""
     prepared = root / f"prepared_{resolution}"
     prepare_resolution(DataParams(size=SplitSizes(train=count, val=NUM_CLASSES, test=NUM_CLASSES)), resolution, prepared)
-    split = load_split(prepared / "train.npz")
+    split = load_split(prepared / "train")
     folder = root / f"files_{resolution}"
     decoded = []
     for index, (image, label) in enumerate(zip(split.images.permute(0, 2, 3, 1).numpy(), split.labels.tolist())):

@@ -49,9 +49,14 @@ def read_json(path: str | Path) -> dict:
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Uncompressed: prepared images load fast and DVC dedups identical files anyway."""
+    """Uncompressed: the arrays load fast and DVC dedups identical files anyway."""
     with atomic_open(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
 
 
 def save_state_dict(path: str | Path, state: dict) -> None:

@@ -16,6 +16,7 @@ from resomap.data.decode import load_rgb
 from resomap.data.imagefolder import imagefolder_source
 from resomap.data.prepare import prepare_resolution
 from resomap.data.prepared import load_prepared
+from resomap.data.resize_workers import resize_pool, write_split
 from resomap.errors import ResoMapError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,3 +216,16 @@ def test_prepare_stage_prints_each_skipped_file(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "skipped a/x.jpg: truncated JPEG (image file is truncated" in done.stdout
     assert "skipped 1 bad image(s)" in done.stdout
+
+
+def test_file_broken_after_the_scan_stops_a_worker_with_a_one_line_error(tmp_path):
+    """A worker process's error reaches prepare as the same ResoMapError, naming the file and the fix."""
+    for cls in ("birds", "cats", "dogs"):
+        _good_class(tmp_path / cls, 40)  # 72 train images: two chunks, the broken one in the second
+    source = imagefolder_source(tmp_path, seed=0, val_fraction=0.2, test_fraction=0.2)
+    broken = source.splits["train"][-1]
+    _truncated_jpeg(tmp_path / broken.name)  # valid when scanned, truncated now
+    with resize_pool(source.splits, workers=2) as pool:
+        with pytest.raises(ResoMapError, match=f"{broken.name}: .*decoded when the folder was scanned: rerun prepare"):
+            write_split("train", source.splits["train"], 16, False, tmp_path / "out", pool)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir()), "nothing half-written is left"

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from resomap.config import DataParams, SplitSizes
@@ -31,7 +32,7 @@ def test_manifest_and_classes_are_written(tmp_path):
     assert on_disk == manifest
     assert manifest["counts"] == {"train": 10, "val": 10, "test": 10}
     assert json.loads((tmp_path / "classes.json").read_text()) == manifest["classes"]
-    assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temp files"
+    assert not list(tmp_path.rglob(".*.tmp")), "atomic writes leave no temp files"
 
 
 def test_resize_takes_the_shorter_side_and_centre_crops():
@@ -78,3 +79,30 @@ def test_synthetic_renders_natively_above_256_px():
     assert at_512[0].shape == (512, 512, 3)
     overlap = (resize_mask(at_512[1], 256) & at_256[1]).sum() / at_256[1].sum()
     assert overlap > 0.95, "the object sits in the same place at both native sizes"
+
+
+def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
+    """Three chunks of train images over two spawned workers: order and content do not depend on them."""
+    data = DataParams(size=SplitSizes(train=150, val=10, test=70))
+    for workers in (1, 2):
+        prepare_resolution(data, 16, tmp_path / str(workers), workers=workers)
+    written = sorted(path.relative_to(tmp_path / "1") for path in (tmp_path / "1").rglob("*") if path.is_file())
+    assert [str(path) for path in written] == [
+        "classes.json", "manifest.json", "test/images.npy", "test/labels.npy", "test/masks.npy",
+        "train/images.npy", "train/labels.npy", "val/images.npy", "val/labels.npy"]
+    for path in written:
+        assert (tmp_path / "1" / path).read_bytes() == (tmp_path / "2" / path).read_bytes(), path
+
+
+def test_object_masks_are_kept_for_the_test_split_only(tmp_path):
+    manifest = prepare_resolution(DataParams(size=SplitSizes(8, 8, 8)), 16, tmp_path)
+    prepared = load_prepared(tmp_path)
+    assert manifest["masks_for"] == ["test"]
+    assert prepared.splits["train"].masks is None and prepared.splits["val"].masks is None
+    assert prepared.splits["test"].masks.shape == (8, 16, 16)
+
+
+def test_prepared_images_load_channels_last_without_a_copy(tmp_path):
+    prepare_resolution(DataParams(size=SplitSizes(4, 4, 4)), 16, tmp_path)
+    images = load_prepared(tmp_path).splits["train"].images
+    assert images.shape == (4, 3, 16, 16) and images.is_contiguous(memory_format=torch.channels_last)

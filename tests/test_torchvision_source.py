@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torchvision.datasets
 
+from resomap.data.resize_workers import resize_pool, write_split
 from resomap.data.samples import Sample
 from resomap.data.torchvision_source import _DATASETS, SUPPORTED_DATASETS, _class_names, torchvision_source
 from resomap.errors import ResoMapError
@@ -106,3 +107,16 @@ def test_table_arguments_are_accepted_by_torchvision(tmp_path, name):
 def test_datasets_without_class_names_get_numbered_ones():
     given = {"train": [Sample("a", 0, load=None), Sample("b", 2, load=None)], "test": [Sample("c", 3, load=None)]}
     assert _class_names(SimpleNamespace(), given) == ("class_0", "class_1", "class_2", "class_3")
+
+
+def test_worker_processes_resize_torchvision_samples(tmp_path):
+    """Samples that hold the dataset object reach spawned workers, which write their rows in order."""
+    _tiny_mnist(tmp_path)
+    source = torchvision_source("MNIST", tmp_path, seed=0, val_fraction=0.2, download=False)
+    write_split("train", source.splits["train"], 8, False, tmp_path / "in_process", pool=None)
+    with resize_pool(source.splits, workers=2) as pool:
+        assert pool is not None
+        write_split("train", source.splits["train"], 8, False, tmp_path / "in_workers", pool)
+    for name in ("images.npy", "labels.npy"):
+        assert (tmp_path / "in_workers" / name).read_bytes() == (tmp_path / "in_process" / name).read_bytes()
+    assert not (tmp_path / "in_workers" / "masks.npy").exists()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ def main() -> None:
                 reference = reference or digest
                 rows.append({"resolution": resolution, "images": args.images, "workers": workers,
                              "seconds": round(seconds, 2), "img_s": round(args.images / seconds, 1),
-                             "identical_to_first": digest == reference, "cores": os.cpu_count()})
+                             "identical_to_first": digest == reference, "cores": available_cores()})
                 print(f"{resolution}px, {workers} worker(s): {args.images / seconds:.0f} img/s ({seconds:.1f} s)", flush=True)
                 io.write_json(args.out, rows)
 

@@ -60,7 +60,7 @@ def write_images(resolution: int, count: int, root: Path) -> tuple[Split, Path]:
         Image.fromarray(image).save(path, quality=90)
         with Image.open(path) as saved:
             decoded.append(np.asarray(saved.convert("RGB")))
-    images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
+    images = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2)  # channels-last, as load_split gives the stage
     return Split(images, split.labels, None), folder
 
 

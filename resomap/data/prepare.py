@@ -46,11 +46,10 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers
     whatever their number."""
     source = open_source(data, resolution)
     masked = [split for split in SPLITS if source.has_masks and split in MASKED_SPLITS]
-    images = sum(len(samples) for samples in source.splits.values())
-    with resize_pool(source.splits, workers or default_workers(images)) as pool:
+    counts = {split: len(source.splits[split]) for split in SPLITS}
+    with resize_pool(source.splits, workers or default_workers(sum(counts.values()))) as pool:
         for split in SPLITS:
             write_split(split, source.splits[split], resolution, split in masked, out_dir / split, pool)
-    counts = {split: len(source.splits[split]) for split in SPLITS}
     manifest = {
         "source": data.source,
         "resolution": resolution,

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 from queue import SimpleQueue
@@ -34,6 +34,7 @@ StageGraph = dict[str, set[str]]
 """Each pending stage (DVC's name for it) with the pending stages it waits for."""
 
 TIMING_STAGE = "profile@"  # its timings hold only on a CPU nothing else uses (shared: 204 ms/img, alone: 0.61)
+SIGNAL_POLL_S = 0.2  # how often the main thread wakes while stages run, to handle Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,17 @@ class Summary:
         return "parallel_repro: " + ", ".join(counts) + (" - interrupted" if self.interrupted else "")
 
 
+def wait_awake(futures, return_when: str) -> set[Future]:
+    """`concurrent.futures.wait` that wakes the main thread every SIGNAL_POLL_S. Python runs a
+    signal's handler only when the main thread executes Python code; a Ctrl-C that the kernel hands
+    to a worker thread left an untimed wait blocked until a stage ended on its own (seen once: a
+    120 s stage outlived the Ctrl-C meant to stop it)."""
+    while True:
+        done, pending = wait(futures, timeout=SIGNAL_POLL_S, return_when=return_when)
+        if (done and return_when == FIRST_COMPLETED) or not pending:
+            return done
+
+
 class Scheduler:
     """Starts each pending stage on a free worker as soon as the stages it waits for have finished."""
 
@@ -164,7 +176,7 @@ class Scheduler:
                         running[pool.submit(self._repro_on_free_worker, stage)] = stage
                     if not running:
                         break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished = wait_awake(running, FIRST_COMPLETED)
                     for future in finished:
                         stage = running.pop(future)
                         summary.outcomes[stage] = future.result()
@@ -183,7 +195,7 @@ class Scheduler:
         while True:
             self._interrupt_children()
             try:
-                wait(running)
+                wait_awake(running, ALL_COMPLETED)
                 break
             except KeyboardInterrupt:
                 continue

@@ -9,13 +9,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
 from resomap.errors import ResoMapError
-from resomap.parallel_repro import Worker, may_start, pending_graph, plan_workers, waves
+from resomap.parallel_repro import Worker, may_start, pending_graph, plan_workers, wait_awake, waves
 from study_repo import dvc, make_study_repo, proc, ran, stale, tool_env
 
 PREPARE = {"prepare@16", "prepare@24"}
@@ -79,6 +82,26 @@ def test_a_timing_stage_starts_only_on_an_idle_host_and_holds_the_others_back():
     assert may_start(["profile@a"], ["train@a"], alone) == []
     assert may_start(["profile@a"], [], alone) == ["profile@a"]
     assert may_start(["train@b"], ["profile@a"], alone) == []
+
+
+def test_a_ctrl_c_delivered_to_a_worker_thread_still_stops_the_wait_at_once():
+    """The kernel may hand SIGINT to any thread; Python handles it in the main thread only when that
+    runs Python code. An untimed wait slept through it until the stage ended (a CI failure)."""
+    started = threading.Event()
+
+    def stage() -> None:
+        started.set()
+        time.sleep(3)
+
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(stage)
+        started.wait()
+        worker = next(thread for thread in threading.enumerate() if thread.name.startswith("ThreadPoolExecutor"))
+        threading.Timer(0.2, signal.pthread_kill, (worker.ident, signal.SIGINT)).start()
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            wait_awake({future: "stage"}, FIRST_COMPLETED)
+        assert time.perf_counter() - start < 2, "handled while the stage still runs"
 
 
 # --- the pending set, read from a real DVC repo ---------------------------------------------------

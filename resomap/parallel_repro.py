@@ -268,7 +268,10 @@ def main(argv: list[str]) -> None:
         return
     on_cpu = not workers[0].cuda_visible_devices
     alone = {stage for stage in graph if on_cpu and stage.startswith(TIMING_STAGE)}
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a batch system's stop acts like Ctrl-C
+    # Ctrl-C and a batch system's stop both raise KeyboardInterrupt, which stops the stages with SIGINT:
+    # also when started with SIGINT ignored (a script's background job), which the stages would inherit
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     summary = Scheduler(graph, workers, alone).run()
     print(summary, flush=True)
     if summary.interrupted:

@@ -93,14 +93,18 @@ def test_a_ctrl_c_delivered_to_a_worker_thread_still_stops_the_wait_at_once():
         started.set()
         time.sleep(3)
 
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as parallel_repro's main sets it
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(stage)
         started.wait()
         worker = next(thread for thread in threading.enumerate() if thread.name.startswith("ThreadPoolExecutor"))
         threading.Timer(0.2, signal.pthread_kill, (worker.ident, signal.SIGINT)).start()
         start = time.perf_counter()
-        with pytest.raises(KeyboardInterrupt):
-            wait_awake({future: "stage"}, FIRST_COMPLETED)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                wait_awake({future: "stage"}, FIRST_COMPLETED)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         assert time.perf_counter() - start < 2, "handled while the stage still runs"
 
 

@@ -1,6 +1,6 @@
 """Usage: python -m benchmarks.parallel_repro [--out benchmarks/results/parallel_repro.json]
 
-Does resomap.parallel_repro pay on this host? It builds a small study (tests/study_repo.py's tiny
+Does tools.parallel_repro pay on this host? It builds a small study (tests/helpers/study_repo.py's tiny
 settings, a 2-model x 3-resolution grid) and reproduces it from scratch (fresh copy, empty cache)
 serially with `dvc repro`, then with parallel_repro on 1 and 2 CPU workers, and on 2 workers with
 one torch thread each (OMP_NUM_THREADS=1: no oversubscription, but CPU training is not bit-identical
@@ -25,17 +25,17 @@ import dvc
 import torch
 import yaml
 
-from resomap import io
+from resomap.core import io
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from study_repo import make_study_repo, ran, set_params, tool_env  # noqa: E402  (the tests' tiny study, not a copy of it)
+from helpers.study_repo import make_study_repo, ran, set_params, tool_env  # noqa: E402  (the tests' tiny study, not a copy of it)
 
 GRID = {"models": ["tiny_cnn", "simple_cnn"], "resolutions": [16, 24, 32]}
 MODES = [  # (name, workers, command after `python`, extra environment); the first is the reference
     ("dvc repro", 1, ["-m", "dvc", "repro"], {}),
-    ("parallel_repro --workers 1", 1, ["-m", "resomap.parallel_repro", "--workers", "1"], {}),
-    ("parallel_repro --workers 2", 2, ["-m", "resomap.parallel_repro", "--workers", "2"], {}),
-    ("parallel_repro --workers 2, OMP_NUM_THREADS=1", 2, ["-m", "resomap.parallel_repro", "--workers", "2"],
+    ("parallel_repro --workers 1", 1, ["-m", "tools.parallel_repro", "--workers", "1"], {}),
+    ("parallel_repro --workers 2", 2, ["-m", "tools.parallel_repro", "--workers", "2"], {}),
+    ("parallel_repro --workers 2, OMP_NUM_THREADS=1", 2, ["-m", "tools.parallel_repro", "--workers", "2"],
      {"OMP_NUM_THREADS": "1"}),
 ]
 

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from resomap import io
-from resomap.config import DataParams, SplitSizes
-from resomap.data.prepare import prepare_resolution
-from resomap.data.resize_workers import available_cores
+from resomap.core import io
+from resomap.core.config import DataParams, SplitSizes
+from resomap.prepare.resolution import prepare_resolution
+from resomap.prepare.workers import available_cores
 
 
 def prepare_seconds(resolution: int, images: int, workers: int, out_dir: Path) -> tuple[float, str]:

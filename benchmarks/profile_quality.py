@@ -16,11 +16,11 @@ import statistics
 import torch
 import torch.utils.benchmark as tbench
 
-from resomap import io
-from resomap.config import load_params
-from resomap.device import configure_backends, memory_format, pick_device
-from resomap.models import build_model
-from resomap.profiling import ProfileSetup, inference_costs, setup_from_params
+from resomap.core import io
+from resomap.core.config import load_params
+from resomap.core.device import configure_backends, memory_format, pick_device
+from resomap.models.registry import build_model
+from resomap.profile.costs import ProfileSetup, inference_costs, setup_from_params
 
 CELLS = [("tiny_cnn", 32), ("simple_cnn", 64), ("resnet8", 64), ("resnet18", 64), ("mobilenet_v3_small", 64)]
 

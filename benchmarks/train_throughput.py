@@ -5,7 +5,7 @@ Training images per second of the train stage's loop against a textbook PyTorch 
 one machine, on the same images. The textbook loop is the one in most tutorials: a Dataset over
 image files decoded with PIL, RandomCrop + RandomHorizontalFlip + ToTensor + Normalize per image, a
 DataLoader with workers and pinned memory, fp32, NCHW, `loss.item()` every step. Ours is
-`resomap.training.train_one_epoch` exactly as the train stage runs it: uint8 arrays in device
+`resomap.train.fit.train_one_epoch` exactly as the train stage runs it: uint8 arrays in device
 memory, batched augmentation on the device, channels-last, bf16 autocast and fused optimizers on
 GPU, no host synchronisation inside the epoch.
 
@@ -30,15 +30,16 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from resomap import io
-from resomap.config import DataParams, SplitSizes, TrainParams, load_params
+from resomap.core import io
+from resomap.core.config import DataParams, SplitSizes, TrainParams, load_params
+from resomap.core.device import configure_backends, memory_format, pick_device
 from resomap.data.augment import MEAN, STD
-from resomap.data.prepare import prepare_resolution
 from resomap.data.placement import training_memory
 from resomap.data.prepared import Split, load_split
-from resomap.device import configure_backends, memory_format, pick_device
-from resomap.models import build_model
-from resomap.training import compile_now, make_train_step, train_one_epoch
+from resomap.models.registry import build_model
+from resomap.prepare.resolution import prepare_resolution
+from resomap.train.fit import compile_now
+from resomap.train.step import make_train_step, train_one_epoch
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v3_small", "simple_cnn"]
 RESOLUTIONS = [32, 64, 128, 224, 512]

@@ -7,16 +7,16 @@ table (cells.csv), study-level metrics (summary.json), the data of dvc.yaml's to
 
 import itertools
 
-from resomap import io
-from resomap.analysis import analyse, summary_metrics
-from resomap.config import load_params
-from resomap.errors import ResoMapError
-from resomap.figures import write_figures
-from resomap.paths import REPORTS_DIR, Cell
-from resomap.plot_data import plot_tables
-from resomap.report import build_report, to_html, to_markdown
-from resomap.stage import run_stage
-from resomap.study import load_study
+from resomap.core import io
+from resomap.core.config import load_params
+from resomap.core.errors import ResoMapError
+from resomap.core.grid import REPORTS_DIR, Cell
+from resomap.core.stage import run_stage
+from resomap.report.analysis import analyse, summary_metrics
+from resomap.report.document import build_report, to_html, to_markdown
+from resomap.report.figures import write_figures
+from resomap.report.plot_data import plot_tables
+from resomap.report.study import load_study
 
 
 def write_csv(path, frame) -> None:

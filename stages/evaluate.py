@@ -3,18 +3,19 @@
 Score one cell's weights on the test split: metrics/evaluate/.../metrics.json, plots/evaluate/.../predictions.csv.
 """
 
-from resomap import io
-from resomap.config import load_params
+from resomap.core import io
+from resomap.core.config import load_params
+from resomap.core.device import configure_backends, pick_device
+from resomap.core.grid import evaluate_metrics_dir, evaluate_plots_dir, model_dir, prepared_dir
+from resomap.core.stage import cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
-from resomap.device import configure_backends, pick_device
-from resomap.evaluation import evaluate_model, write_predictions
-from resomap.models import build_model
-from resomap.paths import evaluate_metrics_dir, evaluate_plots_dir, model_dir, prepared_dir
-from resomap.stage import cell_from_argv, run_stage
+from resomap.evaluate.evaluation import evaluate_model, write_predictions
+from resomap.models.registry import build_model, check_model
 
 
 def main(argv: list[str]) -> None:
     cell = cell_from_argv(argv, __doc__.splitlines()[0])
+    check_model(cell.model, cell.resolution)
     params = load_params()
     device = pick_device()
     configure_backends(device)

@@ -4,19 +4,20 @@ Explain explain.num_images fixed test images with each of explain.methods: heatm
 explanations/..., one PNG panel per image to plots/explain/..., scores to metrics/explain/....
 """
 
-from resomap import io
-from resomap.config import load_params
+from resomap.core import io
+from resomap.core.config import load_params
+from resomap.core.device import configure_backends, pick_device
+from resomap.core.grid import explain_metrics_dir, explain_plots_dir, explanations_dir, model_dir, prepared_dir
+from resomap.core.stage import cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
-from resomap.device import configure_backends, pick_device
-from resomap.explain import explain_cell
-from resomap.models import build_model
-from resomap.panels import write_panel
-from resomap.paths import explain_metrics_dir, explain_plots_dir, explanations_dir, model_dir, prepared_dir
-from resomap.stage import cell_from_argv, run_stage
+from resomap.explain.explain_cell import explain_cell
+from resomap.explain.panels import write_panel
+from resomap.models.registry import build_model, check_model
 
 
 def main(argv: list[str]) -> None:
     cell = cell_from_argv(argv, __doc__.splitlines()[0])
+    check_model(cell.model, cell.resolution)
     params = load_params()
     device = pick_device()
     configure_backends(device)

@@ -3,11 +3,11 @@
 Decode and resize the configured data source once into data/prepared/RESOLUTION/.
 """
 
-from resomap.config import load_params
-from resomap.data.prepare import prepare_resolution
-from resomap.errors import ResoMapError
-from resomap.paths import prepared_dir
-from resomap.stage import run_stage
+from resomap.core.config import load_params
+from resomap.core.errors import ResoMapError
+from resomap.core.grid import prepared_dir
+from resomap.core.stage import run_stage
+from resomap.prepare.resolution import prepare_resolution
 
 
 def main(argv: list[str]) -> None:

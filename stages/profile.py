@@ -6,21 +6,22 @@ metrics/profile/MODEL/RESOLUTION/metrics.json and the raw latency samples beside
 
 import torch
 
-from resomap import io
-from resomap.config import load_params
+from resomap.core import io
+from resomap.core.config import load_params
+from resomap.core.device import configure_backends, pick_device
+from resomap.core.errors import ResoMapError
+from resomap.core.grid import prepared_dir, profile_metrics_dir
+from resomap.core.stage import run_stage
 from resomap.data.prepared import load_classes
-from resomap.device import configure_backends, pick_device
-from resomap.errors import ResoMapError
-from resomap.models import build_model
-from resomap.paths import prepared_dir, profile_metrics_dir
-from resomap.profiling import profile_model, setup_from_params
-from resomap.stage import run_stage
+from resomap.models.registry import build_model, check_model
+from resomap.profile.costs import profile_model, setup_from_params
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or not argv[1].isdigit():
         raise ResoMapError(f"usage: {__doc__.splitlines()[0]}")
     name, resolution = argv[0], int(argv[1])
+    check_model(name, resolution)
     params = load_params()
     device = pick_device()
     configure_backends(device)

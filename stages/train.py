@@ -1,7 +1,7 @@
 """Usage: python -m stages.train MODEL RESOLUTION SEED
 
 Train one cell: best weights to models/MODEL/RESOLUTION/SEED/, DVCLive curves to metrics/train/....
-Killed or interrupted, it resumes from its last finished epoch on the next run (resomap/resume.py).
+Killed or interrupted, it resumes from its last finished epoch on the next run (resomap/train/checkpoint.py).
 With RESOMAP_NPROC=N it relaunches itself under torchrun on N processes (DDP; rank 0 writes).
 """
 
@@ -10,17 +10,18 @@ import contextlib
 import torch
 from dvclive import Live
 
-from resomap import io
-from resomap.config import load_params
+from resomap.core import io
+from resomap.core.config import load_params
+from resomap.core.device import configure_backends, pick_device
+from resomap.core.errors import ResoMapError
+from resomap.core.grid import Cell, model_dir, prepared_dir, train_metrics_dir
+from resomap.core.stage import StopSignals, cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
-from resomap.device import configure_backends, pick_device
-from resomap.distributed import Ranks, join, leave, relaunch_under_torchrun
-from resomap.models import build_model
-from resomap.errors import ResoMapError
-from resomap.paths import Cell, model_dir, prepared_dir, train_metrics_dir
-from resomap.resume import ResumeStore, StopSignals, resume_key
-from resomap.stage import cell_from_argv, run_stage
-from resomap.training import EpochStats, TrainingInterrupted, fit
+from resomap.models.registry import build_model, check_model
+from resomap.train.checkpoint import ResumeStore, resume_key
+from resomap.train.distributed import Ranks, join, leave, relaunch_under_torchrun
+from resomap.train.fit import EpochStats, fit
+from resomap.train.step import TrainingInterrupted
 
 
 def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> None:
@@ -41,6 +42,7 @@ def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> 
 
 def main(argv: list[str]) -> None:
     cell = cell_from_argv(argv, __doc__.splitlines()[0])
+    check_model(cell.model, cell.resolution)
     relaunch_under_torchrun("stages.train", argv)
     ranks, device = join(pick_device())
     try:
@@ -55,8 +57,9 @@ def train_cell(cell: Cell, ranks: Ranks, device: torch.device) -> None:
     torch.manual_seed(cell.seed)
     data = load_prepared(prepared_dir(cell.resolution), ("train", "val"))
     model = build_model(cell.model, data.num_classes)
-    store = ResumeStore(cell, resume_key(cell, params.train, data, device, ranks.world_size))
-    state = store.load()  # every rank resumes from rank 0's state
+    # every rank resumes from rank 0's state; only rank 0 writes
+    store = ResumeStore(cell, resume_key(cell, params.train, data, device, ranks.world_size), writes=ranks.is_main)
+    state = store.resumed
     if state is not None and ranks.is_main:
         print(f"resumed train {cell} from epoch {state['epoch']}/{params.train.epochs}", flush=True)
     epochs = params.train.epochs
@@ -72,8 +75,7 @@ def train_cell(cell: Cell, ranks: Ranks, device: torch.device) -> None:
             result = fit(
                 model, data, params.train, seed=cell.seed, device=device,
                 on_epoch=(lambda stats: log_epoch(live, stats, epochs)) if live else (lambda stats: None),
-                resume=state, on_checkpoint=store.save if ranks.is_main else (lambda state: None),
-                stop_requested=stop, ranks=ranks,
+                checkpointer=store, stop_requested=stop, ranks=ranks,
             )
         except TrainingInterrupted as interrupted:
             raise ResoMapError(

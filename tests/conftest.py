@@ -1,41 +1,17 @@
-"""Shared fixtures: tiny prepared datasets written by the real prepare code; helpers for the tests
-that run stage scripts or servers as subprocesses."""
+"""Shared fixtures: a tiny prepared dataset written by the real prepare code, and a real aggregate run."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from resomap.config import DataParams, SplitSizes
-from resomap.data.prepare import prepare_resolution
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def stage_env(**extra: str) -> dict:
-    """The environment to run a stage script (`python -m stages.X`) from any folder, on the CPU
-    (GPUs hidden: CPU results are the bit-reproducible ones), plus `extra`."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", **extra}
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports the kernel hands out as free right now (all held open
-    together while picking, so none repeats)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+from helpers.env import stage_env
+from resomap.core.config import DataParams, SplitSizes
+from resomap.prepare.resolution import prepare_resolution
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +24,9 @@ def tiny_synthetic(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def aggregated(tmp_path_factory) -> tuple[Path, str]:
-    """The real aggregate stage, run in a folder holding the known study of tests/study_files.py:
+    """The real aggregate stage, run in a folder holding the known study of tests/helpers/study_files.py:
     (folder, stage stdout)."""
-    from study_files import write_study
+    from helpers.study_files import write_study
 
     folder = tmp_path_factory.mktemp("aggregate")
     cwd = os.getcwd()

@@ -1,4 +1,4 @@
-"""aggregate on a study with known answers (tests/study_files.py; the `aggregated`
+"""aggregate on a study with known answers (tests/helpers/study_files.py; the `aggregated`
 fixture in conftest.py runs the real stage on it): the statistics, the table
 against the cell files, the summary metrics, the report, and dvc.yaml's top-level plots."""
 
@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
-from resomap.analysis import analyse
-from resomap.config import AggregateParams
-from resomap.study import load_study
-from study_files import MODELS, RESOLUTIONS, SEEDS, write_study
+from helpers.env import REPO
+from helpers.study_files import MODELS, RESOLUTIONS, SEEDS, write_study
+from resomap.core.config import AggregateParams
+from resomap.report.analysis import analyse
+from resomap.report.study import load_study
 
 
 @pytest.fixture

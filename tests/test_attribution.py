@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from resomap.attribution import CamLayer, explain_batch, select_cam_layer
-from resomap.explanation_metrics import (
+from resomap.core.config import EXPLAIN_METHODS
+from resomap.explain.methods import CamLayer, explain_batch, select_cam_layer
+from resomap.explain.scores import (
     cross_resolution_consistency,
     curve_auc,
     gini,
@@ -15,7 +16,7 @@ from resomap.explanation_metrics import (
     spearman,
     top_fraction_iou,
 )
-from resomap.models import build_model
+from resomap.models.registry import build_model
 
 CPU = torch.device("cpu")
 SIDE = 16
@@ -57,7 +58,7 @@ def planted():
     return model, x, layer, masks
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam_pp", "integrated_gradients", "saliency", "smoothgrad"])
+@pytest.mark.parametrize("method", EXPLAIN_METHODS)
 def test_heatmaps_of_a_planted_model_sit_in_its_quadrant(method):
     model, x, layer, masks = planted()
     maps = explain_batch(model, method, x, [0] * 6, layer, ig_batch=16, ig_steps=16)
@@ -140,7 +141,7 @@ def test_cross_resolution_consistency_of_the_same_and_of_unrelated_maps():
 
 
 def test_consistency_matrix_covers_every_pair_on_the_coarsest_grid():
-    from resomap.explanation_metrics import consistency_matrix
+    from resomap.explain.scores import consistency_matrix
 
     yy, xx = np.mgrid[0:64, 0:64]
     blob = np.exp(-((yy - 20) ** 2 + (xx - 40) ** 2) / 60.0)[None].astype(np.float32)

@@ -9,10 +9,10 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from resomap.charts import model_colors, save_figure
-from resomap.charts.cells import confusion_chart, training_curves_chart
-from resomap.charts.explanations import attention_chart, consistency_chart, explanation_scores_chart
-from resomap.charts.results import PARETO_LABEL, accuracy_chart, cost_chart, pareto_chart
+from resomap.report.charts import model_colors, save_figure
+from resomap.report.charts.cells import confusion_chart, training_curves_chart
+from resomap.report.charts.explanations import attention_chart, consistency_chart, explanation_scores_chart
+from resomap.report.charts.results import PARETO_LABEL, accuracy_chart, cost_chart, pareto_chart
 
 MODELS, RESOLUTIONS = ["tiny_cnn", "simple_cnn"], [16, 32, 64]
 COSTS = ["latency_ms", "throughput_img_s", "peak_memory_mb", "flops", "energy_j_per_img"]

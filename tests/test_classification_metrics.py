@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from resomap.classification_metrics import classification_metrics, confusion_matrix
+from resomap.evaluate.metrics import classification_metrics, confusion_matrix
 
 NUM_CLASSES = 8
 NAMES = [f"c{i}" for i in range(NUM_CLASSES)]

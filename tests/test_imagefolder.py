@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resomap.data.decode import load_rgb
-from resomap.data.imagefolder import imagefolder_source
-from resomap.data.splits import stratified_split
-from resomap.errors import ResoMapError
+from resomap.core.errors import ResoMapError
+from resomap.prepare.decode import load_rgb
+from resomap.prepare.imagefolder import imagefolder_source
+from resomap.prepare.splits import stratified_split
 
 SPLIT_ARGS = {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2}
 

@@ -10,14 +10,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from resomap.config import DataParams, ParamsError, load_params
-from resomap.data import decode
-from resomap.data.decode import load_rgb
-from resomap.data.imagefolder import imagefolder_source
-from resomap.data.prepare import prepare_resolution
+from resomap.core.config import DataParams, ParamsError, load_params
+from resomap.core.errors import ResoMapError
 from resomap.data.prepared import load_prepared
-from resomap.data.resize_workers import resize_pool, write_split
-from resomap.errors import ResoMapError
+from resomap.prepare import decode
+from resomap.prepare.decode import load_rgb
+from resomap.prepare.imagefolder import imagefolder_source
+from resomap.prepare.resolution import prepare_resolution
+from resomap.prepare.workers import resize_pool, write_split
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -134,7 +134,7 @@ def test_odd_modes_orientation_and_one_pixel_decode(wild):
     upright = load_rgb(dogs / "rotated.jpg")
     assert upright.shape == (40, 20, 3), "orientation 6 turns a 40 x 20 landscape into a portrait"
     assert upright[5, 10, 0] > 200 and upright[35, 10, 0] < 60, "the red left half now sits on top"
-    from resomap.data.resize import resize_image
+    from resomap.prepare.resize import resize_image
 
     tiny = resize_image(load_rgb(dogs / "one_pixel.png"), 16)
     assert tiny.shape == (16, 16, 3) and (tiny == [0, 0, 255]).all()
@@ -225,7 +225,7 @@ def test_file_broken_after_the_scan_stops_a_worker_with_a_one_line_error(tmp_pat
     source = imagefolder_source(tmp_path, seed=0, val_fraction=0.2, test_fraction=0.2)
     broken = source.splits["train"][-1]
     _truncated_jpeg(tmp_path / broken.name)  # valid when scanned, truncated now
-    with resize_pool(source.splits, workers=2) as pool:
-        with pytest.raises(ResoMapError, match=f"{broken.name}: .*decoded when the folder was scanned: rerun prepare"):
-            write_split("train", source.splits["train"], 16, False, tmp_path / "out", pool)
+    scanned_then_broken = f"{broken.name}: .*decoded when the folder was scanned: rerun prepare"
+    with resize_pool(source.splits, workers=2) as pool, pytest.raises(ResoMapError, match=scanned_then_broken):
+        write_split("train", source.splits["train"], 16, False, tmp_path / "out", pool)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir()), "nothing half-written is left"

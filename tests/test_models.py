@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from resomap.errors import ResoMapError
-from resomap.models import build_model, cam_layer, model_spec, registered_names
+from resomap.core.errors import ResoMapError
+from resomap.models.registry import build_model, cam_layer, check_model, model_spec, registered_names
 
 REQUIRED = {
     "vgg11", "vgg13", "vgg16", "resnet18", "resnet34", "resnet50", "resnet101", "resnet8", "resnet20", "mobilenet_v2",
@@ -11,7 +11,7 @@ REQUIRED = {
 
 
 def test_registry_has_the_promised_models():
-    assert REQUIRED <= set(registered_names())
+    assert set(registered_names()) >= REQUIRED
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
@@ -39,6 +39,18 @@ def test_any_torchvision_classifier_works_by_name():
 def test_unknown_model_lists_close_names():
     with pytest.raises(ResoMapError, match="unknown model 'mobilenet_v3_smal'.*mobilenet_v3_small"):
         build_model("mobilenet_v3_smal", 10)
+
+
+@pytest.mark.parametrize(
+    "name, resolution, message",
+    [
+        ("resnet81", 32, r"unknown model 'resnet81' in models: did you mean .*resnet18"),
+        ("vgg11", 16, r"resolution 16 is too small for vgg11: it needs at least 32; remove 16 from resolutions"),
+    ],
+)
+def test_a_bad_cell_fails_before_the_model_is_built(name, resolution, message):
+    with pytest.raises(ResoMapError, match=message):
+        check_model(name, resolution)
 
 
 def test_same_seed_same_initial_weights():

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from resomap import io
-from resomap.attribution import CamLayer
-from resomap.config import ExplainParams
-from resomap.errors import ResoMapError
-from resomap.explain import heatmaps
+from resomap.core import io
+from resomap.core.config import ExplainParams
+from resomap.core.errors import ResoMapError
+from resomap.explain.explain_cell import heatmaps
+from resomap.explain.methods import CamLayer
 
 
 class OutOfMemoryAbove(nn.Module):

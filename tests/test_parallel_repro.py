@@ -1,52 +1,20 @@
-"""resomap.parallel_repro on real DVC: which stages are pending and in what order, bad input, and
-two CPU workers reproducing the tiny grid (its wall time is in benchmarks/parallel_repro.py)."""
+"""tools.parallel_repro: worker planning, and on real DVC which stages are pending and in what order,
+and bad input (the whole grid on two workers is in tests/e2e/test_parallel_repro_grid.py)."""
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import yaml
 
-from resomap.errors import ResoMapError
-from resomap.parallel_repro import Worker, may_start, pending_graph, plan_workers, wait_awake, waves
-from study_repo import dvc, make_study_repo, proc, ran, stale, tool_env
-
-PREPARE = {"prepare@16", "prepare@24"}
-CELLS = {f"{stage}@tiny_cnn-{r}-0" for stage in ("train", "evaluate", "explain") for r in (16, 24)}
-PROFILE = {"profile@tiny_cnn-16", "profile@tiny_cnn-24"}
-EXPLAIN = {"explain@tiny_cnn-16-0", "explain@tiny_cnn-24-0"}
-EVERY_STAGE = PREPARE | CELLS | PROFILE | {"aggregate"}
-
-
-def parallel_repro(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return proc([sys.executable, "-m", "resomap.parallel_repro", *args], repo)
-
-
-def through_workers(output: str) -> bool:
-    """Every `Running stage` line came from a worker's `dvc repro` of that stage: `[cpu N] STAGE | `."""
-    lines = [line for line in output.splitlines() if "Running stage '" in line]
-    return bool(lines) and all(re.match(r"\[[^]]+\] (\S+) \| Running stage '\1'", line) for line in lines)
-
-
-def copy_of(repo: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(repo, tmp_path / "study", symlinks=True))
-
-
-def edit_explain(repo: Path, code: str) -> None:
-    """Edits the explain script (so both explain cells are stale) to run `code` before its main."""
-    script = repo / "stages/explain.py"
-    script.write_text(script.read_text().replace('if __name__ == "__main__":', code + 'if __name__ == "__main__":'))
-
+from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, copy_of, parallel_repro
+from helpers.study_repo import dvc, make_study_repo
+from resomap.core.errors import ResoMapError
+from tools.parallel_repro import Worker, may_start, pending_graph, plan_workers, wait_awake, waves
 
 # --- workers: pure logic --------------------------------------------------------------------------
 
@@ -162,64 +130,3 @@ def test_the_command_reports_bad_input_in_one_line_and_exits_2(fresh_repo):
     done = parallel_repro(fresh_repo, "--gpus", "7")
     assert done.returncode == 2
     assert done.stderr.startswith("error: --gpus") and len(done.stderr.splitlines()) == 1
-
-
-# --- two CPU workers over the whole tiny grid ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    repo = make_study_repo(tmp_path_factory.mktemp("parallel_built") / "study")
-    return repo, parallel_repro(repo, "--workers", "2")
-
-
-@pytest.mark.slow
-def test_two_cpu_workers_reproduce_the_grid_and_leave_dvc_consistent(built):
-    repo, done = built
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert ran(done.stdout) == EVERY_STAGE and through_workers(done.stdout)
-    assert {"[cpu 0]", "[cpu 1]"} <= set(re.findall(r"^\[cpu \d\]", done.stdout, flags=re.M))
-    assert done.stdout.rstrip().endswith("parallel_repro: 11 ran, 0 unchanged, 0 failed, 0 not started")
-    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == EVERY_STAGE
-    assert "Data and pipelines are up to date." in dvc(repo, "status")
-    assert not any(json.loads((repo / ".dvc/tmp/rwlock").read_text()).values())  # no path left locked
-    assert (repo / "reports/report.html").is_file()
-
-
-@pytest.mark.slow
-def test_a_second_run_runs_nothing(built):
-    repo, _ = built
-    done = parallel_repro(repo, "--workers", "2")
-    assert done.returncode == 0
-    assert done.stdout.strip() == "parallel_repro: nothing to reproduce, every stage is up to date"
-
-
-@pytest.mark.slow
-def test_a_failed_stage_stops_its_downstream_and_the_others_finish(built, tmp_path):
-    repo = copy_of(built[0], tmp_path)
-    edit_explain(repo, 'import sys\nif sys.argv[2] == "24":\n    sys.exit("broken on purpose")\n')
-    done = parallel_repro(repo, "--workers", "2")
-    assert done.returncode == 1
-    assert re.search(r"^\[cpu \d\] explain@tiny_cnn-24-0 \| broken on purpose$", done.stdout, flags=re.M)
-    assert ran(done.stdout) == EXPLAIN and through_workers(done.stdout)
-    assert "1 ran, 0 unchanged, 1 failed (explain@tiny_cnn-24-0), 1 not started (aggregate)" in done.stdout
-    assert stale(repo) == {"explain@tiny_cnn-24-0", "aggregate"}
-
-
-@pytest.mark.slow
-def test_ctrl_c_stops_every_running_stage_and_records_none(built, tmp_path):
-    repo = copy_of(built[0], tmp_path)
-    edit_explain(repo, 'import time\nprint("explain waiting", flush=True)\ntime.sleep(120)\n')
-    command = [sys.executable, "-m", "resomap.parallel_repro", "--workers", "2"]
-    with subprocess.Popen(command, cwd=repo, env=tool_env(), stdout=subprocess.PIPE, text=True) as child:
-        waiting = 0
-        for line in child.stdout:
-            waiting += line.endswith("| explain waiting\n")
-            if waiting == 2:  # both explain cells are running
-                break
-        child.send_signal(signal.SIGINT)
-        rest = child.communicate(timeout=60)[0]
-    assert child.returncode == 130
-    assert rest.rstrip().endswith("1 not started (aggregate) - interrupted")
-    assert stale(repo) == EXPLAIN | {"aggregate"}
-    assert not any(json.loads((repo / ".dvc/tmp/rwlock").read_text()).values())  # no path left locked

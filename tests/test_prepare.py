@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from resomap.config import DataParams, SplitSizes
-from resomap.data.prepare import prepare_resolution
+from resomap.core.config import DataParams, SplitSizes
 from resomap.data.prepared import load_prepared
-from resomap.data.resize import resize_image, resize_mask
+from resomap.prepare.resize import resize_image, resize_mask
+from resomap.prepare.resolution import prepare_resolution
 
 
 def test_prepared_arrays_keep_order_across_resolutions(tmp_path):
@@ -72,7 +72,7 @@ def test_image_folders_prepare_into_arrays(tmp_path, layout):
 
 def test_synthetic_renders_natively_above_256_px():
     """At 512 px the scene is rendered at 512, not upsampled: same layout, finer detail."""
-    from resomap.data.synthetic import synthetic_source
+    from resomap.prepare.synthetic import synthetic_source
 
     at_256 = synthetic_source({"train": 0, "val": 0, "test": 1}, seed=0).splits["test"][0].load()
     at_512 = synthetic_source({"train": 0, "val": 0, "test": 1}, seed=0, native_size=512).splits["test"][0].load()

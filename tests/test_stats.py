@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from resomap.stats import bootstrap_intervals, fit_power_law, macro_f1_from_counts, mcnemar, pareto_front
+from resomap.report.stats import bootstrap_intervals, fit_power_law, macro_f1_from_counts, mcnemar, pareto_front
 
 
 def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resomap.data.samples import SPLITS
-from resomap.data.synthetic import CLASS_NAMES, NATIVE_SIZE, render_image, synthetic_source
-from resomap.errors import ResoMapError
+from resomap.core.errors import ResoMapError
+from resomap.prepare.samples import SPLITS
+from resomap.prepare.synthetic import CLASS_NAMES, NATIVE_SIZE, render_image, synthetic_source
 
 SIZES = {"train": 23, "val": 10, "test": 7}
 
@@ -80,9 +80,9 @@ def test_sample_does_not_depend_on_split_sizes():
     small = synthetic_source({"train": 5, "val": 0, "test": 3}, seed=4)
     large = synthetic_source({"train": 40, "val": 9, "test": 12}, seed=4)
     for split in ("train", "test"):
-        for s, l in zip(small.splits[split], large.splits[split]):
-            assert (s.name, s.label) == (l.name, l.label)
-            assert s.load()[0].tobytes() == l.load()[0].tobytes()
+        for s, b in zip(small.splits[split], large.splits[split]):
+            assert (s.name, s.label) == (b.name, b.label)
+            assert s.load()[0].tobytes() == b.load()[0].tobytes()
 
 
 @pytest.mark.parametrize("count", [0, 7, 30, 53])

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torchvision.datasets
 
-from resomap.data.resize_workers import resize_pool, write_split
-from resomap.data.samples import Sample
-from resomap.data.torchvision_source import _DATASETS, SUPPORTED_DATASETS, _class_names, torchvision_source
-from resomap.errors import ResoMapError
+from resomap.core.errors import ResoMapError
+from resomap.prepare.samples import Sample
+from resomap.prepare.torchvision_source import _DATASETS, SUPPORTED_DATASETS, _class_names, torchvision_source
+from resomap.prepare.workers import resize_pool, write_split
 
 PER_CLASS = {"train": 10, "test": 2}
 

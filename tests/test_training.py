@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from resomap.config import TrainParams
+from resomap.core.config import TrainParams
 from resomap.data.prepared import PreparedData, Split, load_prepared
-from resomap.models import build_model
-from resomap.optim import LRSchedule, build_optimizer
-from resomap.training import EarlyStopper, compile_now, fit, make_train_step
+from resomap.models.registry import build_model
+from resomap.optim.optimizers import optimizer_for
+from resomap.optim.schedules import LRSchedule
+from resomap.train.fit import EarlyStopper, compile_now, fit
+from resomap.train.step import make_train_step
 
 CPU = torch.device("cpu")
 
@@ -86,7 +88,7 @@ def test_gradient_accumulation_matches_the_full_batch(accum):
 def test_every_scheduler_steps_through_training(name):
     train = train_params(scheduler=name, epochs=6, warmup_epochs=1 if name in ("cosine", "step") else 0)
     model = nn.Linear(2, 2)
-    optimizer = build_optimizer(model, train, CPU)
+    optimizer = optimizer_for(model, train, CPU)
     schedule = LRSchedule(optimizer, train, steps_per_epoch=5)
     lrs = []
     for _ in range(train.epochs):
@@ -106,7 +108,7 @@ def test_every_scheduler_steps_through_training(name):
 
 def test_optimizer_skips_weight_decay_on_norms_and_biases():
     model = build_model("tiny_cnn", 3)
-    optimizer = build_optimizer(model, train_params(optimizer="adamw", weight_decay=0.1), CPU)
+    optimizer = optimizer_for(model, train_params(optimizer="adamw", weight_decay=0.1), CPU)
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in plain["params"])

@@ -1,1 +1,1 @@
-"""Data sources, the one resize policy, prepared arrays and device-side augmentation."""
+"""Prepared arrays as every stage after prepare reads them: loading, device placement, augmentation."""

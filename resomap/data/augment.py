@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 
-from resomap.device import upload
+from resomap.core.device import upload
 
 # ImageNet statistics: a stable convention, so prepared data needs no per-dataset statistics pass.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Made once per device: built from Python lists at every batch they would be copied to the
     GPU each time, and that copy waits for the GPU."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from resomap.core.device import upload
 from resomap.data.prepared import Split
-from resomap.device import upload
 
 GPU_SHARE = 0.5  # of the free GPU memory at most; the rest is for activations and cudnn workspaces
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resomap import io
-from resomap.errors import ResoMapError
+from resomap.core import io
+from resomap.core.errors import ResoMapError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,316 @@
+"""params.yaml loaded once into frozen, typed objects and validated before any work.
+
+Every stage calls `load_params`; a typo or a bad value stops it with one line that
+names the key and the fix, before any output is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from resomap.core.errors import ResoMapError
+
+
+class ParamsError(ResoMapError):
+    """A params.yaml value is missing, unknown or out of range."""
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    train: int = 1500
+    val: int = 300
+    test: int = 300
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["synthetic", "imagefolder", "torchvision"] = "synthetic"
+    path: str | None = None  # image folder, or download root of a torchvision dataset
+    name: str | None = None  # torchvision dataset class, e.g. CIFAR10
+    size: SplitSizes = field(default_factory=SplitSizes)  # synthetic image counts
+    seed: int = 0  # synthetic rendering and folder split
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    on_bad_image: Literal["skip", "error"] = "skip"  # imagefolder: leave undecodable files out, or stop
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    patience: int | None = None  # epochs without improvement; null disables
+    min_delta: float = 0.0
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+
+
+@dataclass(frozen=True)
+class Augment:
+    hflip: bool = True
+    crop_padding: float = 0.125  # random-crop padding as a fraction of the resolution
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 5e-4
+    scheduler: Literal["none", "cosine", "step", "multistep", "exponential", "plateau", "onecycle"] = "cosine"
+    warmup_epochs: int = 0  # linear warm-up before cosine/step/multistep/exponential
+    step_size: int = 2  # step
+    milestones: list[int] = field(default_factory=lambda: [3, 5])  # multistep
+    gamma: float = 0.1  # step, multistep, exponential, plateau factor
+    plateau_patience: int = 2  # plateau: epochs without improvement before the lr drops
+    label_smoothing: float = 0.0
+    grad_accum_steps: int = 1
+    grad_clip_norm: float | None = None
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    augment: Augment = field(default_factory=Augment)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int = 256
+    ece_bins: int = 15
+
+
+@dataclass(frozen=True)
+class ProfileParams:
+    batch_size: int = 32  # inference batch for throughput
+    warmup: int = 10
+    repeats: int = 50  # batch-1 latency: at least this many timed calls...
+    min_seconds: float = 1.0  # ...and at least this long
+    batch_repeats: int = 5  # throughput and training-step timing
+
+
+# the one list of explanation methods: params accept these, explain.methods implements each
+EXPLAIN_METHODS = ("gradcam", "gradcam_pp", "integrated_gradients", "saliency", "smoothgrad")
+ExplainMethod = Literal[EXPLAIN_METHODS]
+
+
+@dataclass(frozen=True)
+class ExplainParams:
+    num_images: int = 8
+    methods: list[ExplainMethod] = field(default_factory=lambda: ["gradcam", "integrated_gradients", "saliency"])
+    seed: int = 0  # which test images are explained
+    min_cam_size: int = 7  # Grad-CAM reads the deepest layer whose map is at least this wide
+    ig_steps: int = 32  # Integrated Gradients: points on the path from the baseline
+    ig_batch_size: int = 64  # ...forwarded at once (captum's internal_batch_size)
+    deletion_steps: int = 20  # deletion/insertion curves: pixel-fraction steps from 0 to 1
+    batch_size: int = 16  # images explained at once
+
+
+@dataclass(frozen=True)
+class AggregateParams:
+    tolerance: float = 0.01  # recommended resolution: the smallest within this of the model's best accuracy
+    latency_budget_ms: float | None = None  # best cell under budget: batch-1 latency at most this...
+    memory_budget_mb: float | None = None  # ...and peak memory at most this; null = no budget
+    bootstrap_samples: int = 2000  # resamples of the test images for confidence intervals
+    confidence: float = 0.95
+    alpha: float = 0.05  # McNemar: a gain between neighbouring resolutions is significant below this p
+    seed: int = 0  # bootstrap
+
+
+@dataclass(frozen=True)
+class Params:
+    models: list[str]
+    resolutions: list[int]
+    seeds: list[int]
+    data: DataParams = field(default_factory=DataParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    profile: ProfileParams = field(default_factory=ProfileParams)
+    explain: ExplainParams = field(default_factory=ExplainParams)
+    aggregate: AggregateParams = field(default_factory=AggregateParams)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, type-check and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: run from the repository root, where params.yaml lives")
+    with path.open() as f:
+        raw = yaml.safe_load(f)
+    params = parse_params(raw if raw is not None else {})
+    validate(params)
+    return params
+
+
+def parse_params(raw: object) -> Params:
+    """Build typed params from the YAML mapping; unknown keys and wrong types are errors."""
+    return _build(Params, raw, "")
+
+
+def _build(cls: type, raw: object, where: str):
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where or 'params.yaml'} must be a mapping of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean '{_join(where, close[0])}'?" if close else f"valid keys: {', '.join(fields)}"
+            raise ParamsError(f"unknown key '{_join(where, key)}' in params.yaml: {hint}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = _join(where, name)
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"missing key '{key}' in params.yaml: add it (see README, 'Parameters')")
+    return cls(**values)
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _coerce(hint, value, key: str):
+    """Check `value` against the annotation `hint`; return it in the annotated type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{key} must be a list, e.g. {key}=[...], got {value!r}")
+        return [_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {hint} for {key}")
+
+
+def validate(params: Params) -> None:
+    """Range and consistency checks that types alone cannot express."""
+    _validate_grid(params)
+    _validate_data(params.data)
+    _validate_train(params.train)
+    _positive("evaluate.batch_size", params.evaluate.batch_size)
+    _positive("evaluate.ece_bins", params.evaluate.ece_bins)
+    _positive("profile.batch_size", params.profile.batch_size)
+    _positive("profile.repeats", params.profile.repeats)
+    _positive("profile.batch_repeats", params.profile.batch_repeats)
+    _non_negative("profile.warmup", params.profile.warmup)
+    _non_negative("profile.min_seconds", params.profile.min_seconds)
+    for key in ("num_images", "min_cam_size", "ig_steps", "ig_batch_size", "deletion_steps", "batch_size"):
+        _positive(f"explain.{key}", getattr(params.explain, key))
+    _non_empty_unique("explain.methods", params.explain.methods)
+    _validate_aggregate(params.aggregate)
+
+
+def _validate_grid(params: Params) -> None:
+    for key in ("models", "resolutions", "seeds"):
+        _non_empty_unique(key, getattr(params, key))
+    if any(seed < 0 for seed in params.seeds):
+        raise ParamsError(f"seeds must be non-negative integers, got {params.seeds}")
+    for resolution in params.resolutions:
+        if resolution <= 0:
+            raise ParamsError(f"resolutions contains {resolution}: resolutions must be positive pixel sizes")
+
+
+def _validate_data(data: DataParams) -> None:
+    if data.source in ("imagefolder", "torchvision") and not (data.path or "").strip():
+        state = "missing" if data.path is None else "empty"
+        raise ParamsError(
+            f"data.path is required for data.source: {data.source} but is {state}: set it to the dataset folder"
+        )
+    if data.source == "torchvision" and not data.name:
+        raise ParamsError("data.name is required for data.source: torchvision: set it to e.g. CIFAR10")
+    _non_negative("data.seed", data.seed)
+    for split in ("train", "val", "test"):
+        _positive(f"data.size.{split}", getattr(data.size, split))
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(data, key)
+        if not 0.0 < value < 0.5:
+            raise ParamsError(f"data.{key} must be between 0 and 0.5, got {value}")
+
+
+def _validate_aggregate(aggregate: AggregateParams) -> None:
+    _non_negative("aggregate.tolerance", aggregate.tolerance)
+    _positive("aggregate.bootstrap_samples", aggregate.bootstrap_samples)
+    _non_negative("aggregate.seed", aggregate.seed)
+    for key in ("latency_budget_ms", "memory_budget_mb"):
+        if getattr(aggregate, key) is not None:
+            _positive(f"aggregate.{key}", getattr(aggregate, key))
+    for key in ("confidence", "alpha"):
+        if not 0.0 < getattr(aggregate, key) < 1.0:
+            raise ParamsError(f"aggregate.{key} must be between 0 and 1, got {getattr(aggregate, key)}")
+
+
+def _validate_train(train: TrainParams) -> None:
+    for key in ("epochs", "batch_size", "grad_accum_steps", "step_size", "plateau_patience"):
+        _positive(f"train.{key}", getattr(train, key))
+    if train.batch_size % train.grad_accum_steps:
+        raise ParamsError(
+            f"train.batch_size ({train.batch_size}) must be a multiple of train.grad_accum_steps "
+            f"({train.grad_accum_steps}): the micro-batch is batch_size / grad_accum_steps"
+        )
+    for key in ("lr", "gamma"):
+        if getattr(train, key) <= 0:
+            raise ParamsError(f"train.{key} must be positive, got {getattr(train, key)}")
+    for key in ("weight_decay", "momentum", "label_smoothing", "warmup_epochs"):
+        _non_negative(f"train.{key}", getattr(train, key))
+    if train.label_smoothing >= 1:
+        raise ParamsError(f"train.label_smoothing must be below 1, got {train.label_smoothing}")
+    if train.grad_clip_norm is not None and train.grad_clip_norm <= 0:
+        raise ParamsError("train.grad_clip_norm must be positive, or null to disable clipping")
+    if train.warmup_epochs and train.scheduler in ("plateau", "onecycle"):
+        raise ParamsError(f"train.warmup_epochs is not used with scheduler {train.scheduler}: set it to 0")
+    if train.warmup_epochs >= train.epochs:
+        raise ParamsError(f"train.warmup_epochs ({train.warmup_epochs}) must be below train.epochs ({train.epochs})")
+    if train.early_stopping.patience is not None:
+        _positive("train.early_stopping.patience", train.early_stopping.patience)
+    if not 0 <= train.augment.crop_padding < 0.5:
+        raise ParamsError(f"train.augment.crop_padding must be in [0, 0.5), got {train.augment.crop_padding}")
+
+
+def _positive(key: str, value: int) -> None:
+    if value <= 0:
+        raise ParamsError(f"{key} must be positive, got {value}")
+
+
+def _non_negative(key: str, value: float) -> None:
+    if value < 0:
+        raise ParamsError(f"{key} must not be negative, got {value}")
+
+
+def _non_empty_unique(key: str, values: list) -> None:
+    if not values:
+        raise ParamsError(f"{key} is empty: list at least one value, e.g. -S '{key}=[...]'")
+    duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ParamsError(f"{key} lists {', '.join(duplicates)} more than once: remove the duplicates")

@@ -1,0 +1,1 @@
+"""The evaluate stage: predictions on the test split and classification metrics."""

@@ -1,0 +1,1 @@
+"""The explain stage: heatmap methods, their scores, and PNG panels."""

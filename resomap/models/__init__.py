@@ -1,0 +1,1 @@
+"""The model registry (names, minimum resolutions, Grad-CAM layers), small architectures, inference."""

@@ -1,0 +1,30 @@
+"""Batched forward passes over a prepared split, shared by validation, evaluation and explanation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resomap.core.device import autocast
+from resomap.data.augment import normalize
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """float32 logits (N, C) on the CPU for uint8 images (N, 3, R, R)."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = normalize(images[start : start + batch_size].to(device, non_blocking=True), memory_format)
+        with autocast(device, dtype):
+            outputs.append(model(batch).float().cpu())
+    return torch.cat(outputs)
+

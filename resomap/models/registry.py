@@ -1,0 +1,113 @@
+"""Model registry: every architecture by name, with what the study needs to know about it.
+
+Each entry knows its family, the smallest input it can take and the layer Grad-CAM
+reads. Any other torchvision classification model works by its torchvision name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from torch import nn
+
+from resomap.core.errors import ResoMapError
+from resomap.models.custom import CifarResNet, SmallCNN
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    build: Callable[[int], nn.Module]  # num_classes -> untrained model
+    min_resolution: int  # below this the network's feature map collapses (or the forward fails)
+    cam_layer: str  # dotted path of the layer Grad-CAM reads by default
+
+
+def _torchvision(name: str, **kwargs) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        import torchvision  # imported on use: it adds seconds to every stage that only needs custom models
+
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+
+    return build
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+for _name, _cam in (("vgg11", "features.20"), ("vgg13", "features.24"), ("vgg16", "features.30")):
+    register(ModelSpec(_name, "vgg", _torchvision(_name), 32, _cam))
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+    register(ModelSpec(_name, "resnet", _torchvision(_name), 32, "layer4"))
+register(ModelSpec("mobilenet_v2", "mobilenet", _torchvision("mobilenet_v2"), 32, "features.18"))
+register(ModelSpec("mobilenet_v2_075", "mobilenet", _torchvision("mobilenet_v2", width_mult=0.75), 32, "features.18"))
+register(ModelSpec("mobilenet_v3_small", "mobilenet", _torchvision("mobilenet_v3_small"), 32, "features.12"))
+register(ModelSpec("mobilenet_v3_large", "mobilenet", _torchvision("mobilenet_v3_large"), 32, "features.16"))
+register(ModelSpec("simple_cnn", "custom", lambda n: SmallCNN((16, 32, 64, 128), n), 8, "features.3"))
+register(ModelSpec("tiny_cnn", "custom", lambda n: SmallCNN((8, 16, 32), n), 4, "features.2"))
+register(ModelSpec("resnet8", "resnet", lambda n: CifarResNet(1, n), 4, "features.2"))
+register(ModelSpec("resnet20", "resnet", lambda n: CifarResNet(3, n), 4, "features.2"))
+
+
+@lru_cache(maxsize=1)
+def torchvision_classifiers() -> frozenset[str]:
+    import torchvision
+
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+def registered_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registered spec, or a generic one for any other torchvision classifier."""
+    check_model_name(name)
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    return ModelSpec(name, name.rstrip("0123456789_").split("_")[0], _torchvision(name), 32, "")
+
+
+def check_model_name(name: str) -> None:
+    if name in _REGISTRY or name in torchvision_classifiers():
+        return
+    close = difflib.get_close_matches(name, sorted({*_REGISTRY, *torchvision_classifiers()}), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else f"registered models: {', '.join(registered_names())}"
+    raise ResoMapError(f"unknown model '{name}' in models: {hint}")
+
+
+def check_resolution(name: str, resolution: int) -> None:
+    minimum = model_spec(name).min_resolution
+    if resolution < minimum:
+        raise ResoMapError(
+            f"resolution {resolution} is too small for {name}: it needs at least {minimum}; "
+            f"remove {resolution} from resolutions or {name} from models"
+        )
+
+
+def check_model(name: str, resolution: int) -> None:
+    """A cell's model name and resolution, checked by every stage that builds the model, before any
+    work: config does not import this registry, so registering a model never reruns prepare."""
+    check_model_name(name)
+    check_resolution(name, resolution)
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """An untrained model with `num_classes` outputs."""
+    return model_spec(name).build(num_classes)
+
+
+def cam_layer(model: nn.Module, name: str) -> nn.Module:
+    """The layer Grad-CAM reads: the registered one, else the last convolution."""
+    path = model_spec(name).cam_layer
+    if path:
+        return model.get_submodule(path)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1]

@@ -1,0 +1,1 @@
+"""Optimizers and learning-rate schedules, shared by the train stage and the profile stage."""

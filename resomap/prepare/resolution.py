@@ -1,0 +1,64 @@
+"""prepare: decode and resize a data source once per resolution into uint8 arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from resomap.core import io
+from resomap.core.config import DataParams
+from resomap.prepare.samples import SPLITS, SourceData
+from resomap.prepare.workers import default_workers, resize_pool, write_split
+
+RESIZE_POLICY = "shorter side to R (bicubic, antialiased), centre crop R x R; masks by area coverage >= 0.5"
+# Object masks are kept for the test split alone: explain scores localisation on test images, and
+# train masks would add a third to the images' size on disk and in memory (18 GB for a 30k study).
+MASKED_SPLITS = ("test",)
+
+
+def open_source(data: DataParams, resolution: int) -> SourceData:
+    """The configured source; imports are local so each source's dependencies load only when used."""
+    if data.source == "synthetic":
+        from resomap.prepare.synthetic import NATIVE_SIZE, synthetic_source
+
+        sizes = {"train": data.size.train, "val": data.size.val, "test": data.size.test}
+        return synthetic_source(sizes, seed=data.seed, native_size=max(NATIVE_SIZE, resolution))
+    if data.source == "imagefolder":
+        from resomap.prepare.imagefolder import imagefolder_source
+
+        return imagefolder_source(
+            Path(data.path),
+            seed=data.seed,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
+            on_bad_image=data.on_bad_image,
+        )
+    from resomap.prepare.torchvision_source import torchvision_source
+
+    return torchvision_source(data.name, Path(data.path), seed=data.seed, val_fraction=data.val_fraction)
+
+
+def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers: int | None = None) -> dict:
+    """Write train/val/test arrays (.npy files in a folder per split) and a manifest for one
+    resolution; return the manifest.
+
+    Bad image files stop or are skipped when the source is opened, before anything is written.
+    `workers` processes decode and resize (default: `default_workers`); the arrays are the same
+    whatever their number."""
+    source = open_source(data, resolution)
+    masked = [split for split in SPLITS if source.has_masks and split in MASKED_SPLITS]
+    counts = {split: len(source.splits[split]) for split in SPLITS}
+    with resize_pool(source.splits, workers or default_workers(sum(counts.values()))) as pool:
+        for split in SPLITS:
+            write_split(split, source.splits[split], resolution, split in masked, out_dir / split, pool)
+    manifest = {
+        "source": data.source,
+        "resolution": resolution,
+        "classes": list(source.classes),
+        "counts": counts,
+        "masks_for": masked,  # splits with a masks.npy
+        "resize_policy": RESIZE_POLICY,
+        "skipped": [{"path": bad.path, "reason": bad.reason} for bad in source.skipped],
+    }
+    io.write_json(out_dir / "classes.json", list(source.classes))  # its own file: profile depends on it alone
+    io.write_json(out_dir / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,199 @@
+"""The study report: one document built once as blocks (headings, findings, tables, figures) and
+rendered twice — self-contained HTML with the figures embedded, and Markdown beside the PNGs."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from resomap.report.analysis import COSTS, Analysis
+from resomap.report.findings import all_findings
+from resomap.report.study import Study
+
+CELL_COLUMNS = ["model", "resolution", "seed", "accuracy", "macro_f1", "latency_ms", "throughput_img_s",
+                "peak_memory_mb", "flops", "params"]
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: list[str]
+
+
+@dataclass(frozen=True)
+class Table:
+    frame: pd.DataFrame  # already formatted as strings
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: Path  # a PNG
+    caption: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Figure
+
+
+def _pct(value: float) -> str:
+    return "—" if pd.isna(value) else f"{100 * value:.1f}"
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "—" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def accuracy_table(stats: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "model": stats["model"],
+        "px": stats["resolution"].astype(str),
+        "seeds": stats["seeds"].astype(str),
+        "accuracy % (± std)": [f"{_pct(m)} ± {_pct(s)}" if not pd.isna(s) else _pct(m)
+                               for m, s in zip(stats["accuracy_mean"], stats["accuracy_std"])],
+        "95% CI": [f"{_pct(lo)}–{_pct(hi)}" for lo, hi in zip(stats["accuracy_ci_low"], stats["accuracy_ci_high"])],
+        "macro-F1 %": stats["macro_f1_mean"].map(_pct),
+        "latency ms": stats["latency_ms"].map(_num),
+        "peak MB": stats["peak_memory_mb"].map(lambda v: _num(v, 1)),
+        "MFLOPs": (stats["flops"] / 1e6).map(lambda v: _num(v, 1)),
+        "Pareto": stats["pareto"].map({True: "yes", False: ""}),
+    })
+
+
+def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "model": steps["model"],
+        "step": [f"{lo} → {hi} px" for lo, hi in zip(steps["resolution_low"], steps["resolution_high"])],
+        "gain (points)": (100 * steps["gain"]).map(lambda v: f"{v:+.1f}"),
+        "fixed / broken": [f"{g} / {lo}" for g, lo in zip(steps["gained"], steps["lost"])],
+        "McNemar p": steps["p_value"].map(lambda p: f"{p:.2g}"),
+        "significant": steps["significant"].map({True: "yes", False: "no"}),
+        "latency ×": steps["latency_ratio"].map(_num),
+        "FLOPs ×": steps["flops_ratio"].map(_num),
+    })
+
+
+def scaling_table(scaling: pd.DataFrame) -> pd.DataFrame:
+    wide = scaling.pivot(index="model", columns="metric", values="exponent")
+    wide = wide.reindex(index=scaling["model"].unique(), columns=COSTS).map(_num)
+    return wide.rename(columns=lambda cost: f"k {cost}").reset_index().rename_axis(columns=None)
+
+
+def consistency_table(consistency: pd.DataFrame) -> pd.DataFrame:
+    summary = consistency.groupby(["model", "method"], sort=False).agg(
+        mean_spearman=("spearman", "mean"), min_spearman=("spearman", "min"), mean_top20_iou=("top20_iou", "mean"))
+    return summary.map(_num).reset_index()
+
+
+def cell_metrics_table(table: pd.DataFrame) -> pd.DataFrame:
+    frame = table[CELL_COLUMNS].copy()
+    for column in ("accuracy", "macro_f1"):
+        frame[column] = frame[column].map(lambda v: f"{v:.3f}")
+    frame["flops"] = (frame["flops"] / 1e6).map(lambda v: f"{v:.1f} M")
+    return frame.astype(str)
+
+
+def build_report(study: Study, analysis: Analysis, figures: dict[str, Path]) -> list[Block]:
+    """The whole report, top to bottom. `figures` maps chart names to PNG paths."""
+    models, resolutions = ", ".join(study.models), ", ".join(f"{r}" for r in study.resolutions)
+    device = study.table["device_name"].iloc[0] if "device_name" in study.table else "unknown"
+    blocks: list[Block] = [
+        Heading("ResoMap study report", 1),
+        Paragraph(f"{len(study.cells)} cells: models {models} × resolutions {resolutions} px × seeds "
+                  f"{', '.join(map(str, study.seeds))}; {int(study.table['num_samples'].iloc[0])} test images, "
+                  f"{len(study.classes)} classes; costs measured on {device} ({study.table['device'].iloc[0]})."),
+    ]
+    for title, sentences in all_findings(analysis, study).items():
+        blocks += [Heading(title), Bullets(sentences)]
+    captions = {
+        "accuracy": "Accuracy and macro-F1 against resolution, with 95% bootstrap intervals over test images.",
+        "costs": "Costs against resolution (log–log) with the fitted exponent k of cost ∝ resolution^k.",
+        "pareto": "Accuracy against batch-1 latency for every model and resolution; the Pareto front is marked.",
+        "consistency": "How alike the heatmaps of the same test images are between resolutions (Spearman).",
+        "explanation_scores": "Localisation and faithfulness of each explanation method against resolution.",
+        "training_curves": "Training curves of every cell.",
+        "confusion": "Confusion matrices of every cell (row-normalised).",
+    }
+    blocks += [Heading("Accuracy"), Table(accuracy_table(analysis.stats)), Figure(figures["accuracy"], captions["accuracy"]),
+               Heading("Steps between neighbouring resolutions"), Table(steps_table(analysis.steps)),
+               Heading("Cost"), Table(scaling_table(analysis.scaling)), Figure(figures["costs"], captions["costs"]),
+               Figure(figures["pareto"], captions["pareto"]),
+               Heading("Explanations across resolutions"), Table(consistency_table(analysis.consistency)),
+               Figure(figures["consistency"], captions["consistency"])]
+    blocks += [Figure(path, f"{name.removeprefix('attention_')}: the same test images at every resolution, with each method's overlay.")
+               for name, path in figures.items() if name.startswith("attention_")]
+    blocks += [Figure(figures["explanation_scores"], captions["explanation_scores"]),
+               Heading("Every cell"), Paragraph("All metrics of every cell are in cells.csv (one row per cell)."),
+               Table(cell_metrics_table(study.table)),
+               Figure(figures["training_curves"], captions["training_curves"]),
+               Figure(figures["confusion"], captions["confusion"])]
+    return blocks
+
+
+def to_markdown(blocks: list[Block], relative_to: Path) -> str:
+    """Markdown with figures linked relative to the report's folder."""
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Paragraph):
+            out.append(block.text)
+        elif isinstance(block, Bullets):
+            out.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            header = "| " + " | ".join(block.frame.columns) + " |"
+            rule = "|" + "---|" * len(block.frame.columns)
+            rows = ["| " + " | ".join(row) + " |" for row in block.frame.itertuples(index=False)]
+            out.append("\n".join([header, rule, *rows]))
+        else:
+            out.append(f"![{block.caption}]({block.path.relative_to(relative_to).as_posix()})\n\n*{block.caption}*")
+    return "\n\n".join(out) + "\n"
+
+
+STYLE = """
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f2f2f2; }
+figure { margin: 1.5em 0; }
+img { max-width: 100%; }
+figcaption { color: #555; font-size: 13px; }
+"""
+
+
+def to_html(blocks: list[Block]) -> str:
+    """One file that opens offline: figures inlined as data: URIs, no scripts, no links out."""
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.frame.columns)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                           for row in block.frame.itertuples(index=False))
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        else:
+            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+            caption = html.escape(block.caption)
+            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+                       f"<figcaption>{caption}</figcaption></figure>")
+    body = "\n".join(out)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>ResoMap study report</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")

@@ -1,0 +1,116 @@
+"""The study's answer in sentences, written from the numbers: what each step up in resolution
+gains and costs and whether the gain is real, which resolution to use, how cost scales, and
+whether the explanations move with resolution."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from resomap.report.analysis import Analysis
+from resomap.report.study import Study
+
+RANDOMISATION_WARNING = 0.5  # Spearman with a randomly re-initialised twin above this: the map ignores the weights
+
+
+def _pts(gain: float) -> str:
+    return f"{100 * gain:+.1f} points"
+
+
+def _p(p_value: float) -> str:
+    return f"p = {p_value:.2g}" if p_value >= 1e-4 else "p < 0.0001"
+
+
+def step_findings(steps: pd.DataFrame) -> list[str]:
+    """One sentence per step between neighbouring resolutions."""
+    sentences = []
+    for s in steps.itertuples():
+        change = f"{s.model} {'gains' if s.gain >= 0 else 'loses'} {_pts(s.gain)} from {s.resolution_low} to {s.resolution_high} px"
+        costs = f"{s.latency_ratio:.2f}× the latency and {s.flops_ratio:.2f}× the FLOPs"
+        paired = f"McNemar {_p(s.p_value)}; {s.gained} test images fixed, {s.lost} broken"
+        if s.significant:
+            sentences.append(f"{change} for {costs} ({paired}).")
+        else:
+            sentences.append(f"{change}, which is not significant ({paired}); it costs {costs}.")
+    return sentences
+
+
+def recommendation_findings(analysis: Analysis) -> list[str]:
+    tolerance = 100 * analysis.params.tolerance
+    stats = analysis.stats.set_index(["model", "resolution"])
+    sentences = []
+    for r in analysis.recommendations.itertuples():
+        best = stats.loc[(r.model, r.best_resolution)]
+        ci = f"95% CI {100 * best.accuracy_ci_low:.1f}–{100 * best.accuracy_ci_high:.1f}%"
+        if r.recommended_resolution == r.best_resolution:
+            sentences.append(f"{r.model}: use {r.best_resolution} px, its best ({100 * r.best_accuracy:.1f}%, {ci}); "
+                             f"no smaller resolution comes within {tolerance:.1f} points.")
+        else:
+            sentences.append(f"{r.model}: use {r.recommended_resolution} px ({100 * r.recommended_accuracy:.1f}%), within "
+                             f"{tolerance:.1f} points of its best at {r.best_resolution} px ({100 * r.best_accuracy:.1f}%, {ci}) "
+                             f"and {r.latency_saving:.2f}× faster.")
+    return sentences
+
+
+def budget_finding(analysis: Analysis) -> str:
+    p = analysis.params
+    budgets = [f"latency ≤ {p.latency_budget_ms:g} ms"] if p.latency_budget_ms is not None else []
+    budgets += [f"peak memory ≤ {p.memory_budget_mb:g} MB"] if p.memory_budget_mb is not None else []
+    within = f"within {' and '.join(budgets)}" if budgets else "with no latency or memory budget set (aggregate.*_budget_*)"
+    pick = analysis.budget_pick
+    if pick is None:
+        return f"No cell fits {' and '.join(budgets)}: relax aggregate.latency_budget_ms / memory_budget_mb or add smaller resolutions."
+    return (f"Best cell {within}: {pick['model']} at {pick['resolution']} px, {100 * pick['accuracy']:.1f}% accuracy, "
+            f"{pick['latency_ms']:.2f} ms, {pick['peak_memory_mb']:.1f} MB.")
+
+
+def scaling_findings(scaling: pd.DataFrame) -> list[str]:
+    labels = {"flops": "FLOPs", "latency_ms": "Batch-1 latency", "peak_memory_mb": "Peak memory", "energy_j_per_img": "Energy per image"}
+    sentences = []
+    for metric, label in labels.items():
+        fits = scaling[(scaling["metric"] == metric)].dropna(subset=["exponent"])
+        if fits.empty:
+            sentences.append(f"{label} was not measured on this device.")
+            continue
+        ks = ", ".join(f"{f.model} {f.exponent:.2f}" for f in fits.itertuples())
+        sentences.append(f"{label} scales as resolution^k with k = {ks}.")
+    return sentences
+
+
+def pareto_finding(stats: pd.DataFrame) -> str:
+    front = stats[stats["pareto"]].sort_values("latency_ms")
+    cells = ", ".join(f"{r.model} @ {r.resolution} px" for r in front.itertuples())
+    return f"Pareto front of accuracy against latency (no other cell is both more accurate and faster): {cells}."
+
+
+def explanation_findings(analysis: Analysis, study: Study) -> list[str]:
+    """Where attention moves most between resolutions, the most stable method, and maps that
+    fail the randomisation sanity check."""
+    consistency = analysis.consistency
+    if consistency.empty:
+        return ["Explanation consistency needs at least two resolutions."]
+    sentences = []
+    for model, rows in consistency.groupby("model", sort=False):
+        by_method = rows.groupby("method", sort=False)["spearman"].mean()
+        worst = rows.loc[rows["spearman"].idxmin()]
+        sentences.append(
+            f"{model}: {worst.method} maps of the same images at {worst.resolution_a} and {worst.resolution_b} px agree "
+            f"least (Spearman {worst.spearman:.2f}, top-20% IoU {worst.top20_iou:.2f}); the most stable method is "
+            f"{by_method.idxmax()} (mean Spearman {by_method.max():.2f} over resolution pairs).")
+    table = study.table
+    for column in [c for c in table.columns if c.endswith(".randomization_similarity")]:
+        high = table[table[column] > RANDOMISATION_WARNING]
+        if not high.empty:
+            method = column.split(".")[0]
+            sentences.append(
+                f"Sanity check: {method} maps stay similar (Spearman > {RANDOMISATION_WARNING}) after the weights are "
+                f"re-randomised in {len(high)} of {len(table)} cells, so they partly show the input, not the model (Adebayo et al. 2018).")
+    return sentences
+
+
+def all_findings(analysis: Analysis, study: Study) -> dict[str, list[str]]:
+    return {
+        "Which resolution to use": recommendation_findings(analysis) + [budget_finding(analysis)],
+        "What each step up in resolution buys": step_findings(analysis.steps),
+        "What it costs": scaling_findings(analysis.scaling) + [pareto_finding(analysis.stats)],
+        "Where the model looks": explanation_findings(analysis, study),
+    }

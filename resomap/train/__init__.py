@@ -1,0 +1,1 @@
+"""The train stage: the fit loop, one optimisation step, checkpoints and resume, DDP."""

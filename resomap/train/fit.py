@@ -1,0 +1,125 @@
+"""fit: train one cell on prepared uint8 arrays held on the device, keep the best epoch's weights."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resomap.core.config import TrainParams
+from resomap.core.device import memory_format
+from resomap.data.augment import normalize
+from resomap.data.placement import batch, training_memory
+from resomap.data.prepared import PreparedData, Split
+from resomap.models.inference import predict_logits
+from resomap.train.checkpoint import Checkpointer, capture, restore
+from resomap.train.distributed import Ranks
+from resomap.train.records import EarlyStopper, EpochStats, FitResult
+from resomap.train.step import TrainingInterrupted, TrainStep, forward_backward, make_train_step, train_one_epoch
+
+
+def fit(
+    model: nn.Module,
+    data: PreparedData,
+    train: TrainParams,
+    *,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[EpochStats], None] = lambda stats: None,
+    checkpointer: Checkpointer = Checkpointer(),
+    stop_requested: Callable[[], bool] = lambda: False,
+    ranks: Ranks = Ranks(),
+) -> FitResult:
+    """Train for train.epochs (or until early stopping); the result holds the best epoch's weights.
+    Under torchrun (`ranks` of several processes) each rank trains on its shard of every batch and
+    every rank ends with the same result; the caller lets rank 0 write it.
+
+    After every epoch `checkpointer.save` gets everything needed to continue bit-identically (see
+    `checkpoint.capture`); when `checkpointer.resumed` holds such a state, training goes on after its
+    epoch.  When
+    `stop_requested()` turns true, the epoch is abandoned after the current optimizer step
+    and TrainingInterrupted is raised (the last checkpoint stays the resume point)."""
+    generator = torch.Generator().manual_seed(seed)
+    model = model.to(device, memory_format=memory_format(train.channels_last))
+    train_split = training_memory(data.splits["train"], device)
+    step = make_train_step(model, train, device, len(train_split), ranks=ranks, stop_requested=stop_requested)
+    stopper = EarlyStopper(train.early_stopping.monitor, train.early_stopping.patience, train.early_stopping.min_delta)
+    result = FitResult(best_state={}, best_epoch=0)
+    if train.compile:
+        result.compile_seconds = compile_now(step, model, train_split)
+    first_epoch = 1
+    if checkpointer.resumed is not None:
+        first_epoch = restore(checkpointer.resumed, model, step, stopper, generator, result) + 1
+    if stopper.should_stop:  # resumed after the early-stopping epoch
+        result.stopped_early = len(result.history) < train.epochs
+        first_epoch = train.epochs + 1
+    for epoch in range(first_epoch, train.epochs + 1):
+        stats = _run_epoch(step, model, data, train_split, generator, epoch)
+        result.history.append(stats)
+        on_epoch(stats)
+        if stopper.update(stats.monitored(train.early_stopping.monitor)):
+            result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            result.best_epoch = epoch
+        step.schedule.after_epoch(stats.monitored(train.early_stopping.monitor))
+        checkpointer.save(capture(epoch, model, step, stopper, generator, result))
+        if stopper.should_stop:
+            result.stopped_early = epoch < train.epochs
+            break
+        if step.stop_requested():  # arrived during validation: this epoch is saved, stop here
+            raise TrainingInterrupted(epoch + 1, train.epochs)
+    result.micro_batch_size, result.oom_backoffs = step.micro_batch_size, step.oom_backoffs
+    return result
+
+
+def compile_now(step: TrainStep, model: nn.Module, split: Split) -> float:
+    """torch.compile compiles at the first call: make that call here, on one micro-batch whose
+    effects are undone (weights, BatchNorm statistics, gradients, random state), so compilation is
+    timed on its own instead of hiding in epoch 1.  Returns the seconds it took."""
+    saved = copy.deepcopy(model.state_dict())
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[step.device] if step.device.type == "cuda" else []):
+        model.train()
+        x, y = batch(split, torch.arange(min(step.micro_batch_size, len(split))), step.device)
+        forward_backward(step, normalize(x, step.memory_format), y, 1.0)
+        if step.device.type == "cuda":
+            torch.cuda.synchronize(step.device)
+    step.optimizer.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
+    return time.perf_counter() - start
+
+
+def _run_epoch(step: TrainStep, model: nn.Module, data: PreparedData, train_split: Split, generator, epoch: int) -> EpochStats:
+    lr = step.schedule.lr
+    start = time.perf_counter()
+    train_loss, train_accuracy, seen = train_one_epoch(step, train_split, generator, epoch)
+    if step.device.type == "cuda":
+        torch.cuda.synchronize(step.device)
+    train_seconds = time.perf_counter() - start
+    step.ranks.average_buffers(model)
+    val_loss, val_accuracy = _validate(step, data.splits["val"])
+    return EpochStats(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_accuracy=train_accuracy,
+        val_loss=val_loss,
+        val_accuracy=val_accuracy,
+        lr=lr,
+        epoch_seconds=time.perf_counter() - start,
+        images_per_s=seen / train_seconds,
+    )
+
+
+def _validate(step: TrainStep, val: Split) -> tuple[float, float]:
+    """Mean loss and accuracy on the validation split; each rank scores its shard, the sums are reduced."""
+    labels = step.ranks.shard(val.labels)
+    logits = predict_logits(
+        step.model, step.ranks.shard(val.images), batch_size=512,
+        device=step.device, dtype=step.dtype, memory_format=step.memory_format,
+    )
+    sums = torch.stack([F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) == labels).sum().float()])
+    loss_sum, correct = step.ranks.sum(sums.to(step.device, torch.float64)).tolist()
+    return loss_sum / len(val), correct / len(val)

@@ -1,0 +1,58 @@
+"""What a fit records as it goes: each epoch's figures, the result, and the early-stopping tracker,
+shared by the fit loop and the checkpoints that save and restore them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    epoch_seconds: float
+    images_per_s: float
+
+    def monitored(self, monitor: str) -> float:
+        return getattr(self, monitor)
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[EpochStats] = field(default_factory=list)
+    stopped_early: bool = False
+    micro_batch_size: int = 0  # after any out-of-memory back-off
+    oom_backoffs: int = 0
+    compile_seconds: float | None = None  # torch.compile's one-off cost, kept out of the epochs' figures
+
+
+class EarlyStopper:
+    """Tracks the monitored validation metric: which epoch is best, and when to give up."""
+
+    def __init__(self, monitor: str, patience: int | None, min_delta: float):
+        self.sign = 1.0 if monitor == "val_accuracy" else -1.0
+        self.patience, self.min_delta = patience, min_delta
+        self.best = -math.inf
+        self.epochs_since_best = 0
+
+    def update(self, value: float) -> bool:
+        """Record an epoch's value; True when it is a new best by more than min_delta."""
+        score = self.sign * value
+        if score > self.best + self.min_delta:
+            self.best, self.epochs_since_best = score, 0
+            return True
+        self.epochs_since_best += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.epochs_since_best >= self.patience

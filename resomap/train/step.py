@@ -1,0 +1,197 @@
+"""One optimisation step of the fit loop: micro-batches with gradient accumulation, out-of-memory
+back-off, DDP gradient sync on the last micro-batch only, and one pass over the training split."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from resomap.core.config import TrainParams
+from resomap.core.device import amp_dtype, autocast, memory_format
+from resomap.core.errors import ResoMapError
+from resomap.core.oom import with_oom_backoff
+from resomap.data.augment import crop_flip, draw_crop_flip, normalize
+from resomap.data.placement import batch
+from resomap.data.prepared import Split
+from resomap.optim.optimizers import optimizer_for
+from resomap.optim.schedules import LRSchedule
+from resomap.train.distributed import Ranks, deferred_gradient_sync
+
+
+class TrainingInterrupted(ResoMapError):
+    """SIGINT/SIGTERM arrived: the current epoch was abandoned at an optimizer-step boundary."""
+
+    def __init__(self, epoch: int, epochs: int):
+        super().__init__(f"interrupted during epoch {epoch}/{epochs}")
+        self.epoch = epoch
+
+
+@dataclass
+class TrainStep:
+    """What one optimisation step needs; built once per fit.  micro_batch_size (this rank's)
+    shrinks on out-of-memory."""
+
+    model: nn.Module  # what runs forward: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    train: TrainParams
+    device: torch.device
+    dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    micro_batch_size: int
+    ranks: Ranks = Ranks()
+    oom_backoffs: int = 0
+    stop_requested: Callable[[], bool] = lambda: False
+
+    @property
+    def accum_steps(self) -> int:
+        """Gradient accumulation actually used: the effective batch is always train.batch_size."""
+        return -(-self.train.batch_size // (self.micro_batch_size * self.ranks.world_size))
+
+
+def forward_backward(step: TrainStep, x: torch.Tensor, y: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one micro-batch, its loss weighted by its share of the batch;
+    returns the (unweighted) loss and the logits.  Tests wrap this to inject faults."""
+    with autocast(step.device, step.dtype):
+        logits = step.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=step.train.label_smoothing)
+    step.scaler.scale(loss * weight).backward()
+    return loss, logits
+
+
+def train_one_epoch(
+    step: TrainStep, split: Split, generator: torch.Generator, epoch: int
+) -> tuple[float, float, int]:
+    """One pass over the training split in a seeded order; returns mean loss, accuracy and images seen
+    (over all ranks: each trains on its shard of every batch).
+
+    The last partial batch is dropped so every step has the same batch statistics.  A batch that
+    runs out of memory is retried from its start (same augmentation draws) with half the
+    micro-batch; a non-finite loss stops training, naming the epoch and step."""
+    train, model = step.train, step.model
+    model.train()
+    batch_size = min(train.batch_size, len(split))
+    padding = round(train.augment.crop_padding * split.images.shape[-1])
+    order = torch.randperm(len(split), generator=generator)
+    steps = len(split) // batch_size
+    loss_sum = torch.zeros((), device=step.device)
+    correct = torch.zeros((), device=step.device, dtype=torch.long)
+    # first step whose loss was not finite, tracked on the device: no per-step synchronisation
+    first_bad = torch.full((), steps + 1, device=step.device, dtype=torch.long)
+    desc = f"epoch {epoch}/{train.epochs}"
+    progress = tqdm(range(steps), desc=desc, unit="batch", leave=False, mininterval=1.0, disable=not step.ranks.is_main)
+    for batch_index in progress:
+        batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
+        offsets, flips = draw_crop_flip(len(batch_ids), padding, train.augment.hflip, generator)
+        own = [step.ranks.shard(t) for t in (batch_ids, offsets, flips)]
+        batch_loss, batch_correct = _batch_with_backoff(step, split, *own, padding)
+        first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
+        loss_sum += batch_loss
+        correct += batch_correct
+        _optimizer_step(step)
+        if step.stop_requested():
+            raise TrainingInterrupted(epoch, train.epochs)
+    seen = steps * batch_size
+    for total in (loss_sum, correct):
+        step.ranks.sum(total)
+    step.ranks.min(first_bad)
+    bad_step = int(first_bad.item())
+    if bad_step <= steps:
+        raise ResoMapError(
+            f"training loss became non-finite at epoch {epoch}/{train.epochs}, step {bad_step}/{steps}: "
+            "lower train.lr, or try train.amp: bf16 / off"
+        )
+    return loss_sum.item() / seen, correct.item() / seen, seen
+
+
+def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
+    (the effective batch stays train.batch_size, the augmentation draws stay the same)."""
+
+    def attempt(micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        step.optimizer.zero_grad(set_to_none=True)
+        micro_batches = zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips)))
+        return _accumulate_batch(step, split, list(micro_batches), padding)
+
+    try:
+        result, micro_batch_size, backoffs = with_oom_backoff(attempt, step.micro_batch_size, step.device)
+    except torch.OutOfMemoryError:
+        raise ResoMapError("out of memory even at micro-batch 1: use a smaller model or resolution") from None
+    if backoffs:
+        step.micro_batch_size, step.oom_backoffs = micro_batch_size, step.oom_backoffs + backoffs
+        print(
+            f"out of memory: micro-batch now {step.micro_batch_size}, gradient accumulation {step.accum_steps} "
+            f"(effective batch still {step.train.batch_size})",
+            flush=True,
+        )
+    return result
+
+
+def _accumulate_batch(step: TrainStep, split: Split, micro_batches, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
+    correct count, on the device.  Under DDP only the last backward all-reduces the gradients."""
+    total = sum(len(ids) for ids, _, _ in micro_batches)
+    loss_sum = torch.zeros((), device=step.device)
+    correct = torch.zeros((), device=step.device, dtype=torch.long)
+    for index, (ids, offsets, flips) in enumerate(micro_batches):
+        x, y = batch(split, ids, step.device)
+        x = normalize(crop_flip(x, padding, offsets, flips), step.memory_format)
+        last = index == len(micro_batches) - 1
+        with contextlib.nullcontext() if last else deferred_gradient_sync(step.model):
+            loss, logits = forward_backward(step, x, y, len(ids) / total)
+        # accumulate on the device: reading .item() here would synchronise every step
+        loss_sum += loss.detach().float() * len(ids)
+        correct += (logits.argmax(1) == y).sum()
+    return loss_sum, correct
+
+
+def _optimizer_step(step: TrainStep) -> None:
+    if step.train.grad_clip_norm is not None:
+        step.scaler.unscale_(step.optimizer)
+        nn.utils.clip_grad_norm_(step.model.parameters(), step.train.grad_clip_norm)
+    step.scaler.step(step.optimizer)
+    step.scaler.update()
+    step.optimizer.zero_grad(set_to_none=True)
+    step.schedule.after_optimizer_step()
+
+
+def make_train_step(
+    model: nn.Module,
+    train: TrainParams,
+    device: torch.device,
+    train_images: int,
+    *,
+    ranks: Ranks = Ranks(),
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> TrainStep:
+    """The optimiser, schedule and forward module (DDP-wrapped across ranks, compiled when asked)
+    for a model already on `device`; the train stage's loop and the throughput benchmark share it."""
+    if train.batch_size % ranks.world_size:
+        raise ResoMapError(
+            f"train.batch_size {train.batch_size} does not split evenly over {ranks.world_size} processes: "
+            "launch a divisor of it"
+        )
+    wrapped = ranks.wrap(model, device)
+    optimizer = optimizer_for(model, train, device)
+    dtype = amp_dtype(train.amp, device)
+    return TrainStep(
+        model=torch.compile(wrapped) if train.compile else wrapped,
+        optimizer=optimizer,
+        schedule=LRSchedule(optimizer, train, max(1, train_images // train.batch_size)),
+        # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        train=train,
+        device=device,
+        dtype=dtype,
+        memory_format=memory_format(train.channels_last),
+        micro_batch_size=max(1, min(train.batch_size, train_images) // ranks.world_size // train.grad_accum_steps),
+        ranks=ranks,
+        stop_requested=ranks.agreed(stop_requested, device),
+    )

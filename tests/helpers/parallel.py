@@ -1,0 +1,37 @@
+"""The tiny study's stage names and the helpers of the tests that drive tools.parallel_repro."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.study_repo import proc
+
+PREPARE = {"prepare@16", "prepare@24"}
+CELLS = {f"{stage}@tiny_cnn-{r}-0" for stage in ("train", "evaluate", "explain") for r in (16, 24)}
+PROFILE = {"profile@tiny_cnn-16", "profile@tiny_cnn-24"}
+EXPLAIN = {"explain@tiny_cnn-16-0", "explain@tiny_cnn-24-0"}
+EVERY_STAGE = PREPARE | CELLS | PROFILE | {"aggregate"}
+
+
+def parallel_repro(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return proc([sys.executable, "-m", "tools.parallel_repro", *args], repo)
+
+
+def through_workers(output: str) -> bool:
+    """Every `Running stage` line came from a worker's `dvc repro` of that stage: `[cpu N] STAGE | `."""
+    lines = [line for line in output.splitlines() if "Running stage '" in line]
+    return bool(lines) and all(re.match(r"\[[^]]+\] (\S+) \| Running stage '\1'", line) for line in lines)
+
+
+def copy_of(repo: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(repo, tmp_path / "study", symlinks=True))
+
+
+def edit_explain(repo: Path, code: str) -> None:
+    """Edits the explain script (so both explain cells are stale) to run `code` before its main."""
+    script = repo / "stages/explain.py"
+    script.write_text(script.read_text().replace('if __name__ == "__main__":', code + 'if __name__ == "__main__":'))

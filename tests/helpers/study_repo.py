@@ -1,0 +1,115 @@
+"""A real git + DVC repo holding the project's code and a tiny study: the fixture of every test
+that drives `dvc` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from helpers.env import REPO
+
+TINY = {
+    "models": ["tiny_cnn"],
+    "resolutions": [16, 24],
+    "seeds": [0],
+    "data": {"size": {"train": 40, "val": 20, "test": 20}},
+    "train": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0},
+    "profile": {"batch_size": 4, "warmup": 1, "repeats": 3, "min_seconds": 0.0, "batch_repeats": 1},
+    "explain": {"num_images": 2},
+}
+
+
+def tool_env(**extra: str) -> dict:
+    """os.environ with this venv's bin/ first on PATH (so `dvc`, `weed` and the stages' `python` are
+    this venv's, whatever the caller's PATH), plus `extra`."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, **extra}
+
+
+def proc(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `cmd` (in `tool_env()` unless given `env`) without checking its exit status: for the
+    commands expected to fail."""
+    return subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True)
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
+    """Run `cmd`, which must succeed (its output is in the failure message); its stdout + stderr."""
+    done = proc(cmd, cwd, env)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
+    """`dvc ARGS` in `repo` with this venv's DVC; must succeed."""
+    return run([sys.executable, "-m", "dvc", *args], repo, env)
+
+
+def ran(output: str) -> set[str]:
+    """The stages DVC says it ran (`Running stage '...'`) in `output`."""
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def repro(repo: Path) -> set[str]:
+    """Run `dvc repro`; return the stages DVC says it ran."""
+    return ran(dvc(repo, "repro"))
+
+
+def stale(repo: Path) -> set[str]:
+    """The stages `dvc status` reports as changed (its JSON form: one key a stage)."""
+    return set(json.loads(dvc(repo, "status", "--json")))
+
+
+GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]  # commits need an author; CI hosts have none
+
+
+def git_commit(repo: Path, message: str) -> None:
+    """Commit everything in `repo`'s working tree."""
+    run(["git", "add", "-A"], repo)
+    run(["git", *GIT_USER, "commit", "-qm", message], repo)
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in changes.items():
+        section = params
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_study_repo(path: Path) -> Path:
+    """A git + DVC repo holding the project's code and a tiny params.yaml."""
+    path.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__")
+    for folder in ("resomap", "stages", "tools"):
+        shutil.copytree(REPO / folder, path / folder, ignore=ignore)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, path / name)
+    run(["git", "init", "-q"], path)
+    dvc(path, "init", "-q")
+    shutil.copytree(REPO / ".dvc/plots", path / ".dvc/plots")
+    flat = {"models": TINY["models"], "resolutions": TINY["resolutions"], "seeds": TINY["seeds"]}
+    for section in ("data", "train", "profile", "explain"):
+        flat.update(_flatten(section, TINY[section]))
+    set_params(path, flat)
+    git_commit(path, "tiny study")
+    return path
+
+
+def _flatten(prefix: str, tree: dict) -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out

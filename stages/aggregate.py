@@ -9,9 +9,8 @@ import itertools
 
 from resomap.core import io
 from resomap.core.config import load_params
-from resomap.core.errors import ResoMapError
 from resomap.core.grid import REPORTS_DIR, Cell
-from resomap.core.stage import run_stage
+from resomap.core.stage import run_stage, usage_error
 from resomap.report.analysis import analyse, summary_metrics
 from resomap.report.document import build_report, to_html, to_markdown
 from resomap.report.figures import write_figures
@@ -26,7 +25,7 @@ def write_csv(path, frame) -> None:
 
 def main(argv: list[str]) -> None:
     if argv:
-        raise ResoMapError(f"usage: {__doc__.splitlines()[0]}")
+        raise usage_error(__doc__)
     params = load_params()
     cells = [Cell(*c) for c in itertools.product(params.models, sorted(params.resolutions), params.seeds)]
     study = load_study(cells)

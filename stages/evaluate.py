@@ -14,7 +14,7 @@ from resomap.models.registry import build_model, check_model
 
 
 def main(argv: list[str]) -> None:
-    cell = cell_from_argv(argv, __doc__.splitlines()[0])
+    cell = cell_from_argv(argv, __doc__)
     check_model(cell.model, cell.resolution)
     params = load_params()
     device = pick_device()

@@ -4,15 +4,14 @@ Decode and resize the configured data source once into data/prepared/RESOLUTION/
 """
 
 from resomap.core.config import load_params
-from resomap.core.errors import ResoMapError
 from resomap.core.grid import prepared_dir
-from resomap.core.stage import run_stage
+from resomap.core.stage import run_stage, usage_error
 from resomap.prepare.resolution import prepare_resolution
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or not argv[0].isdigit():
-        raise ResoMapError(f"usage: {__doc__.splitlines()[0]}")
+        raise usage_error(__doc__)
     resolution = int(argv[0])
     params = load_params()
     manifest = prepare_resolution(params.data, resolution, prepared_dir(resolution))

@@ -9,9 +9,8 @@ import torch
 from resomap.core import io
 from resomap.core.config import load_params
 from resomap.core.device import configure_backends, pick_device
-from resomap.core.errors import ResoMapError
 from resomap.core.grid import prepared_dir, profile_metrics_dir
-from resomap.core.stage import run_stage
+from resomap.core.stage import run_stage, usage_error
 from resomap.data.prepared import load_classes
 from resomap.models.registry import build_model, check_model
 from resomap.profile.costs import profile_model, setup_from_params
@@ -19,7 +18,7 @@ from resomap.profile.costs import profile_model, setup_from_params
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or not argv[1].isdigit():
-        raise ResoMapError(f"usage: {__doc__.splitlines()[0]}")
+        raise usage_error(__doc__)
     name, resolution = argv[0], int(argv[1])
     check_model(name, resolution)
     params = load_params()

@@ -41,7 +41,7 @@ def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> 
 
 
 def main(argv: list[str]) -> None:
-    cell = cell_from_argv(argv, __doc__.splitlines()[0])
+    cell = cell_from_argv(argv, __doc__)
     check_model(cell.model, cell.resolution)
     relaunch_under_torchrun("stages.train", argv)
     ranks, device = join(pick_device())
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
 
 def train_cell(cell: Cell, ranks: Ranks, device: torch.device) -> None:
     params = load_params()
-    configure_backends(device)
+    configure_backends(device, compiling=params.train.compile)
     torch.manual_seed(cell.seed)
     data = load_prepared(prepared_dir(cell.resolution), ("train", "val"))
     model = build_model(cell.model, data.num_classes)

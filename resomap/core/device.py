@@ -37,14 +37,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def configure_backends(device: torch.device) -> None:
+def configure_backends(device: torch.device, *, compiling: bool = False) -> None:
     """cudnn autotuning on GPU (input shapes are fixed per cell); deterministic kernels on CPU."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    elif compiling:
+        torch.use_deterministic_algorithms(True)  # sets the compiler's flag too: its kernels are generated
     else:
-        torch.use_deterministic_algorithms(True)
+        # the same ATen switch that torch.use_deterministic_algorithms sets; that call also imports
+        # torch._inductor (1.3 s of every stage's start-up) only to set the compiler's flag
+        torch._C._set_deterministic_algorithms(True)
 
 
 def upload(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import torch
 
 from resomap.core.errors import ResoMapError
 
@@ -61,6 +60,8 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def save_state_dict(path: str | Path, state: dict) -> None:
+    import torch  # on use: prepare and aggregate write no tensors, and torch is a second of start-up
+
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
 
@@ -68,6 +69,8 @@ def save_state_dict(path: str | Path, state: dict) -> None:
 def load_state_dict(path: str | Path) -> dict:
     """weights_only=True: a checkpoint can carry tensors, never code. One that carries a pickled
     object is refused before anything in it runs."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

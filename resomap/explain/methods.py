@@ -11,9 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from resomap.models.registry import model_spec
@@ -87,6 +84,10 @@ def _scale_per_image(maps: torch.Tensor) -> np.ndarray:
 
 def cam_maps(model: nn.Module, layer: CamLayer, x: torch.Tensor, targets: list[int], plus_plus: bool = False) -> np.ndarray:
     """Grad-CAM (or Grad-CAM++) per image for its own target, computed in fp32; hooks released on exit."""
+    # imported on use: grad-cam brings torchvision, OpenCV and scikit-learn (2.4 s of start-up)
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     method = GradCAMPlusPlus if plus_plus else GradCAM
     with method(model=model, target_layers=[layer.module]) as cam:
         maps = cam(input_tensor=x.float(), targets=[ClassifierOutputTarget(t) for t in targets])
@@ -95,6 +96,8 @@ def cam_maps(model: nn.Module, layer: CamLayer, x: torch.Tensor, targets: list[i
 
 def gradient_maps(model: nn.Module, method: str, x: torch.Tensor, targets: list[int], ig_batch: int, ig_steps: int) -> np.ndarray:
     """Captum attributions reduced to one map per image: |attribution| summed over channels."""
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency  # on use, like grad-cam
+
     target = torch.tensor(targets, device=x.device)
     x = x.float().requires_grad_(True)
     if method == "integrated_gradients":

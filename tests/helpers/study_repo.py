@@ -86,8 +86,9 @@ def set_params(repo: Path, changes: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_study_repo(path: Path) -> Path:
-    """A git + DVC repo holding the project's code and a tiny params.yaml."""
+def make_study_repo(path: Path, tiny: bool = True) -> Path:
+    """A git + DVC repo holding the project's code and a tiny params.yaml (the project's own
+    params.yaml, the default study, with tiny=False)."""
     path.mkdir()
     ignore = shutil.ignore_patterns("__pycache__")
     for folder in ("resomap", "stages", "tools"):
@@ -97,11 +98,12 @@ def make_study_repo(path: Path) -> Path:
     run(["git", "init", "-q"], path)
     dvc(path, "init", "-q")
     shutil.copytree(REPO / ".dvc/plots", path / ".dvc/plots")
-    flat = {"models": TINY["models"], "resolutions": TINY["resolutions"], "seeds": TINY["seeds"]}
-    for section in ("data", "train", "profile", "explain"):
-        flat.update(_flatten(section, TINY[section]))
-    set_params(path, flat)
-    git_commit(path, "tiny study")
+    if tiny:
+        flat = {"models": TINY["models"], "resolutions": TINY["resolutions"], "seeds": TINY["seeds"]}
+        for section in ("data", "train", "profile", "explain"):
+            flat.update(_flatten(section, TINY[section]))
+        set_params(path, flat)
+    git_commit(path, "tiny study" if tiny else "the default study")
     return path
 
 

@@ -1,0 +1,39 @@
+"""A stage run leaves with its exit code and its output flushed (it skips Python's finalisation),
+and with RESOMAP_STAGE_LOG set it appends one line splitting its time into start-up and work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from helpers.env import REPO, stage_env
+
+
+def run(args: list[str], cwd, log) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=stage_env(RESOMAP_STAGE_LOG=str(log)),
+                          capture_output=True, text=True)
+
+
+def test_a_finished_stage_logs_its_start_up_and_work_and_exits_0(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["size"] = {"train": 20, "val": 10, "test": 10}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    log = tmp_path / "stages.jsonl"
+    done = run(["stages.prepare", "8"], tmp_path, log)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("prepare 8px: 10 classes, 20 train, 10 val, 10 test")  # flushed before the exit
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["stage"] == "prepare" and row["argv"] == ["8"]
+    assert 0 < row["startup_s"] < 60 and 0 < row["work_s"] < 60
+    assert (tmp_path / "data/prepared/8/test/images.npy").is_file()
+
+
+def test_a_failed_stage_keeps_its_one_line_error_and_exit_code(tmp_path):
+    log = tmp_path / "stages.jsonl"
+    done = run(["stages.evaluate", "tiny_cnn"], tmp_path, log)
+    assert done.returncode == 2
+    assert done.stderr == "error: usage: python -m stages.evaluate MODEL RESOLUTION SEED\n"
+    assert json.loads(log.read_text())["stage"] == "evaluate"

@@ -1,4 +1,4 @@
-"""Usage: python -m benchmarks.stage_overhead [--out benchmarks/results/stage_overhead.json]
+"""Usage: python -m benchmarks.stage_overhead [--tiny] [--out benchmarks/results/stage_overhead.json]
 
 Where the default study's time goes: the stages' work, or the pipeline's own cost around it. In a
 fresh git + DVC copy of the project (its params.yaml: the default study) it runs
@@ -9,6 +9,8 @@ fresh git + DVC copy of the project (its params.yaml: the default study) it runs
   top imports), the stage's command run alone (start-up and work), and `dvc repro -f -s` of it
   (DVC's own time = its wall time less the command's);
 - `dvc repro` with nothing to do.
+
+--tiny runs the tests' tiny study instead (seconds, for a smoke test; its figures mean little).
 """
 
 from __future__ import annotations
@@ -124,10 +126,11 @@ def conditions() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/stage_overhead.json"))
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny study, not the default one")
     args = parser.parse_args()
-    result = {"conditions": conditions()}
+    result = {"conditions": {**conditions(), "study": "tiny" if args.tiny else "default"}}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = make_study_repo(Path(tmp) / "study", tiny=False)
+        repo = make_study_repo(Path(tmp) / "study", tiny=args.tiny)
         log = Path(tmp) / "stages.jsonl"
         env = tool_env(**{STAGE_LOG: str(log)})
         result["study"] = measure_study(repo, env, log)

@@ -1,4 +1,5 @@
-"""The throughput benchmark runs end to end (its figures come from a GPU machine, not from here)."""
+"""The benchmarks run end to end and write what their docs promise (the figures themselves are
+measured by running them, never asserted here)."""
 
 import json
 import subprocess
@@ -18,3 +19,20 @@ def test_train_throughput_writes_one_row_per_model_and_resolution(tmp_path):
     for row in rows:
         assert set(row) == {"model", "resolution", "ours_img_s", "textbook_img_s", "device"}
         assert row["ours_img_s"] > 0 and row["textbook_img_s"] > 0 and row["device"].startswith("cpu")
+
+
+def test_stage_overhead_splits_the_study_and_every_stage_kind(tmp_path):
+    out = tmp_path / "overhead.json"
+    command = [sys.executable, "-m", "benchmarks.stage_overhead", "--tiny", "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=stage_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    study = result["study"]
+    assert study["stages"] == 11 and result["conditions"]["study"] == "tiny"
+    assert 0 < study["work_s"] < study["wall_s"] and 0 < study["fixed_cost_share"] < 1
+    assert set(result["stages"]) == {"prepare", "train", "evaluate", "profile", "explain", "aggregate"}
+    for kind, row in result["stages"].items():
+        assert row["imports_s"] > 0 and 0 < row["work_s"] < row["command_s"] < row["dvc_repro_s"], kind
+        assert "torch" in row["top_imports"] or kind == "prepare", kind
+    assert "torch" not in result["stages"]["prepare"]["top_imports"]
+    assert 0 < result["noop_repro_s"] < study["wall_s"]

@@ -19,10 +19,7 @@ from resomap.train.checkpoint import Checkpointer
 from resomap.train.fit import fit
 
 CPU = torch.device("cpu")
-CELL = ("tiny_cnn", "32", "0")
-STATE = Path(".resomap/resume/tiny_cnn/32/0/state.pt")
 TIMINGS = {"epoch_seconds", "images_per_s", "train_seconds"}
-EPOCHS = 8
 
 
 # ---------------------------------------------------------------- in-process: fit(checkpointer=...)

@@ -33,8 +33,9 @@ STAGE_LOG = "RESOMAP_STAGE_LOG"  # a file path: each stage run appends one JSON 
 
 
 def run_stage(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's main; a user-fixable error prints one line and exits 2, anything else raises."""
-    startup_s, start = process_age_s(), time.perf_counter()
+    """Run a stage's main and exit: 0, or 2 after one line for a user-fixable error; anything else
+    raises as usual (a traceback)."""
+    startup_s, start = _process_age_s(), time.perf_counter()
     try:
         main(sys.argv[1:])
         code = 0
@@ -55,7 +56,7 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def process_age_s() -> float | None:
+def _process_age_s() -> float | None:
     """Seconds since this process started (Linux, 10 ms resolution): at a stage's main, the
     interpreter's start-up and the imports. None where /proc does not say."""
     try:

@@ -83,20 +83,15 @@ def check_model_name(name: str) -> None:
     raise ResoMapError(f"unknown model '{name}' in models: {hint}")
 
 
-def check_resolution(name: str, resolution: int) -> None:
-    minimum = model_spec(name).min_resolution
+def check_model(name: str, resolution: int) -> None:
+    """A cell's model name and resolution, checked by every stage that builds the model, before any
+    work: config does not import this registry, so registering a model never reruns prepare."""
+    minimum = model_spec(name).min_resolution  # an unknown name fails here, with the close names
     if resolution < minimum:
         raise ResoMapError(
             f"resolution {resolution} is too small for {name}: it needs at least {minimum}; "
             f"remove {resolution} from resolutions or {name} from models"
         )
-
-
-def check_model(name: str, resolution: int) -> None:
-    """A cell's model name and resolution, checked by every stage that builds the model, before any
-    work: config does not import this registry, so registering a model never reruns prepare."""
-    check_model_name(name)
-    check_resolution(name, resolution)
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:

@@ -39,10 +39,9 @@ def fit(
     every rank ends with the same result; the caller lets rank 0 write it.
 
     After every epoch `checkpointer.save` gets everything needed to continue bit-identically (see
-    `checkpoint.capture`); when `checkpointer.resumed` holds such a state, training goes on after its
-    epoch.  When
-    `stop_requested()` turns true, the epoch is abandoned after the current optimizer step
-    and TrainingInterrupted is raised (the last checkpoint stays the resume point)."""
+    `checkpoint.capture`); when `checkpointer.resumed` holds such a state, training goes on after
+    its epoch. When `stop_requested()` turns true, the epoch is abandoned after the current
+    optimizer step and TrainingInterrupted is raised (the last checkpoint stays the resume point)."""
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device, memory_format=memory_format(train.channels_last))
     train_split = training_memory(data.splits["train"], device)

@@ -13,11 +13,8 @@ import torch
 import yaml
 
 from helpers.env import REPO, stage_env
-from resomap.core.config import DataParams, SplitSizes, TrainParams
+from resomap.core.config import DataParams, SplitSizes
 from resomap.prepare.resolution import prepare_resolution
-
-CPU = torch.device("cpu")
-TRAIN = TrainParams(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0, label_smoothing=0.0)
 
 
 def run_train_stage(folder: Path, **env: str) -> subprocess.CompletedProcess:

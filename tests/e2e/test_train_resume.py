@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from helpers.env import REPO, stage_env
 from helpers.study_repo import dvc, make_study_repo, set_params, tool_env
 from resomap.core import io
 
-CPU = torch.device("cpu")
 CELL = ("tiny_cnn", "32", "0")
 STATE = Path(".resomap/resume/tiny_cnn/32/0/state.pt")
 TIMINGS = {"epoch_seconds", "images_per_s", "train_seconds"}

@@ -17,14 +17,18 @@ import time
 from pathlib import Path
 
 from resomap.core import io
-from resomap.core.config import DataParams, SplitSizes
+from resomap.core.config import DataParams, ImageCounts
 from resomap.prepare.resolution import prepare_resolution
+from resomap.prepare.synthetic import CLASS_NAMES
 from resomap.prepare.workers import available_cores
+
+NUM_CLASSES = len(CLASS_NAMES)
 
 
 def prepare_seconds(resolution: int, images: int, workers: int, out_dir: Path) -> tuple[float, str]:
-    """Wall seconds of one prepare and the sha256 of the train arrays it wrote."""
-    data = DataParams(size=SplitSizes(train=images, val=0, test=0))
+    """Wall seconds of one prepare and the sha256 of the train arrays it wrote. val and test get one
+    image per class, the least a split may hold (prepare refuses a split without every class)."""
+    data = DataParams(images=ImageCounts(train=images, val=NUM_CLASSES, test=NUM_CLASSES))
     start = time.perf_counter()
     prepare_resolution(data, resolution, out_dir, workers=workers)
     seconds = time.perf_counter() - start

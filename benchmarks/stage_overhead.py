@@ -36,7 +36,7 @@ from resomap.core.stage import STAGE_LOG
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.study_repo import make_study_repo, tool_env  # noqa: E402  (the tests' study repo, not a copy of it)
 
-KINDS = ("prepare", "train", "evaluate", "profile", "explain", "aggregate")
+KINDS = ("check", "prepare", "train", "evaluate", "profile", "explain", "aggregate")
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:
@@ -76,6 +76,7 @@ def smallest_cells(repo: Path) -> dict[str, tuple[str, list[str]]]:
     model, resolution, seed = params.models[0], str(min(params.resolutions)), str(params.seeds[0])
     cell = f"{model}-{resolution}-{seed}"
     return {
+        "check": ("check", []),
         "prepare": (f"prepare@{resolution}", [resolution]),
         "train": (f"train@{cell}", [model, resolution, seed]),
         "evaluate": (f"evaluate@{cell}", [model, resolution, seed]),

@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from resomap.core import io
-from resomap.core.config import DataParams, SplitSizes, TrainParams, load_params
+from resomap.core.config import DataParams, ImageCounts, TrainParams, load_params
 from resomap.core.device import configure_backends, memory_format, pick_device
 from resomap.data.augment import MEAN, STD
 from resomap.data.placement import training_memory
@@ -51,7 +51,7 @@ def write_images(resolution: int, count: int, root: Path) -> tuple[Split, Path]:
     as JPEG files in class folders (what a textbook loop reads); the arrays hold the decoded JPEGs,
     so both loops see the same pixels."""
     prepared = root / f"prepared_{resolution}"
-    prepare_resolution(DataParams(size=SplitSizes(train=count, val=NUM_CLASSES, test=NUM_CLASSES)), resolution, prepared)
+    prepare_resolution(DataParams(images=ImageCounts(train=count, val=NUM_CLASSES, test=NUM_CLASSES)), resolution, prepared)
     split = load_split(prepared / "train")
     folder = root / f"files_{resolution}"
     decoded = []

@@ -16,9 +16,10 @@ from resomap.models.registry import build_model, check_model
 
 
 def main(argv: list[str]) -> None:
+    params = load_params()
     cell = cell_from_argv(argv, __doc__)
     check_model(cell.model, cell.resolution)
-    params = load_params()
+    io.check_writable(explanations_dir(cell), explain_plots_dir(cell), explain_metrics_dir(cell))
     device = pick_device()
     configure_backends(device)
     data = load_prepared(prepared_dir(cell.resolution), ("test",))

@@ -3,6 +3,7 @@
 Decode and resize the configured data source once into data/prepared/RESOLUTION/.
 """
 
+from resomap.core import io
 from resomap.core.config import load_params
 from resomap.core.grid import prepared_dir
 from resomap.core.stage import run_stage, usage_error
@@ -10,15 +11,18 @@ from resomap.prepare.resolution import prepare_resolution
 
 
 def main(argv: list[str]) -> None:
+    params = load_params()
     if len(argv) != 1 or not argv[0].isdigit():
         raise usage_error(__doc__)
     resolution = int(argv[0])
-    params = load_params()
+    io.check_writable(prepared_dir(resolution))
     manifest = prepare_resolution(params.data, resolution, prepared_dir(resolution))
     for bad in manifest["skipped"]:
         print(f"skipped {bad['path']}: {bad['reason']}")
     if manifest["skipped"]:
         print(f"prepare {resolution}px: skipped {len(manifest['skipped'])} bad image(s) (data.on_bad_image: skip)")
+    for split, names in manifest["missing_classes"].items():
+        print(f"warning: the {split} split has no image of {', '.join(names)} (data.on_missing_class: warn)")
     counts = ", ".join(f"{n} {split}" for split, n in manifest["counts"].items())
     print(f"prepare {resolution}px: {len(manifest['classes'])} classes, {counts} from {manifest['source']}")
 

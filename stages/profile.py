@@ -17,11 +17,12 @@ from resomap.profile.costs import profile_model, setup_from_params
 
 
 def main(argv: list[str]) -> None:
+    params = load_params()
     if len(argv) != 2 or not argv[1].isdigit():
         raise usage_error(__doc__)
     name, resolution = argv[0], int(argv[1])
     check_model(name, resolution)
-    params = load_params()
+    io.check_writable(profile_metrics_dir(name, resolution))
     device = pick_device()
     configure_backends(device)
     torch.manual_seed(0)

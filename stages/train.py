@@ -11,9 +11,9 @@ import torch
 from dvclive import Live
 
 from resomap.core import io
-from resomap.core.config import load_params
+from resomap.core.config import Params, load_params
 from resomap.core.device import configure_backends, pick_device
-from resomap.core.errors import ResoMapError
+from resomap.core.errors import Interrupted
 from resomap.core.grid import Cell, model_dir, prepared_dir, train_metrics_dir
 from resomap.core.stage import StopSignals, cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
@@ -41,18 +41,20 @@ def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> 
 
 
 def main(argv: list[str]) -> None:
+    params = load_params()
     cell = cell_from_argv(argv, __doc__)
     check_model(cell.model, cell.resolution)
-    relaunch_under_torchrun("stages.train", argv)
-    ranks, device = join(pick_device())
+    io.check_writable(model_dir(cell), train_metrics_dir(cell))
+    device = pick_device()
+    relaunch_under_torchrun("stages.train", argv, device)
+    ranks, device = join(device)
     try:
-        train_cell(cell, ranks, device)
+        train_cell(cell, params, ranks, device)
     finally:
         leave(ranks)
 
 
-def train_cell(cell: Cell, ranks: Ranks, device: torch.device) -> None:
-    params = load_params()
+def train_cell(cell: Cell, params: Params, ranks: Ranks, device: torch.device) -> None:
     configure_backends(device, compiling=params.train.compile)
     torch.manual_seed(cell.seed)
     data = load_prepared(prepared_dir(cell.resolution), ("train", "val"))
@@ -78,9 +80,10 @@ def train_cell(cell: Cell, ranks: Ranks, device: torch.device) -> None:
                 checkpointer=store, stop_requested=stop, ranks=ranks,
             )
         except TrainingInterrupted as interrupted:
-            raise ResoMapError(
+            raise Interrupted(
                 f"train {cell} stopped by {stop.name} during epoch {interrupted.epoch}/{epochs}; "
-                f"finished epochs are saved in {store.path.parent}: run `dvc repro` again to resume"
+                f"finished epochs are saved in {store.path.parent}: run `dvc repro` again to resume",
+                stop.received,
             ) from None
         best = result.history[result.best_epoch - 1]
         if not ranks.is_main:

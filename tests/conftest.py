@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers.env import stage_env
-from resomap.core.config import DataParams, SplitSizes
+from resomap.core.config import DataParams, ImageCounts
 from resomap.prepare.resolution import prepare_resolution
 
 
@@ -18,7 +18,7 @@ from resomap.prepare.resolution import prepare_resolution
 def tiny_synthetic(tmp_path_factory) -> Path:
     """data/prepared-style folder at 32 px with 120/40/40 synthetic images."""
     out = tmp_path_factory.mktemp("prepared") / "32"
-    prepare_resolution(DataParams(size=SplitSizes(train=120, val=40, test=40)), 32, out)
+    prepare_resolution(DataParams(images=ImageCounts(train=120, val=40, test=40)), 32, out)
     return out
 
 

@@ -4,6 +4,7 @@ against the cell files, the summary metrics, the report, and dvc.yaml's top-leve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from helpers.env import REPO
 from helpers.study_files import MODELS, RESOLUTIONS, SEEDS, write_study
 from resomap.core.config import AggregateParams
 from resomap.report.analysis import analyse
+from resomap.report.findings import data_caveats
 from resomap.report.study import load_study
 
 
@@ -146,3 +148,15 @@ def test_dvc_plots_show_draws_one_line_per_model(aggregated, tmp_path):
         assert '"field": "model"' in json.dumps(spec)
     accuracy = specs["accuracy_vs_resolution"]
     assert {v["metric"] for v in accuracy["data"]["values"]} == {"accuracy", "macro_f1"}
+
+
+def test_a_test_split_of_200_images_with_every_class_has_no_caveats(study, aggregated):
+    assert data_caveats(study) == []
+    assert "## Caveats" not in (aggregated[0] / "reports/report.md").read_text()
+
+
+def test_a_one_image_test_split_and_a_class_without_test_images_are_caveats(study):
+    table = study.table.assign(num_samples=1, **{"per_class_support.class_3": 0})
+    first, second = data_caveats(dataclasses.replace(study, table=table))
+    assert first.startswith("The test split has only 1 image: a 95% interval on an accuracy near 50% spans about ±98 points")
+    assert second.startswith("The test split has no image of class_3: their per-class accuracy is undefined")

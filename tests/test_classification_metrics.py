@@ -58,18 +58,20 @@ def test_matches_sklearn(case):
     loss = skm.log_loss(labels, _softmax(logits), labels=ALL_LABELS)
     assert got["test_loss"] == pytest.approx(loss, abs=1e-6)
     recall = skm.recall_score(labels, preds, labels=ALL_LABELS, average=None, zero_division=0)
+    support = np.bincount(labels, minlength=NUM_CLASSES)
     assert list(got["per_class_accuracy"]) == NAMES
-    assert list(got["per_class_accuracy"].values()) == pytest.approx(recall, abs=1e-6)
+    assert [v for v in got["per_class_accuracy"].values() if v is not None] == pytest.approx(recall[support > 0], abs=1e-6)
+    assert list(got["per_class_support"].values()) == support.tolist()
     assert got["num_samples"] == len(labels)
 
 
-def test_absent_class_scores_zero_and_counts_in_macro():
+def test_a_class_with_no_test_image_has_no_accuracy_and_counts_as_zero_in_macro():
     logits, labels = _never_predicted_and_absent_case()
     preds = logits.argmax(axis=1)
     assert 3 in labels and 3 not in preds and 6 not in labels and 6 not in preds
     got = classification_metrics(logits, labels, NAMES)
-    assert got["per_class_accuracy"]["c3"] == 0.0
-    assert got["per_class_accuracy"]["c6"] == 0.0
+    assert got["per_class_accuracy"]["c3"] == 0.0  # present, never predicted
+    assert got["per_class_accuracy"]["c6"] is None and got["per_class_support"]["c6"] == 0  # absent
     assert got["macro_recall"] < got["balanced_accuracy"]  # macro counts c6 as 0, balanced skips it
 
 

@@ -92,3 +92,85 @@ def test_bad_grids_fail_before_any_work(grid, message):
 def test_missing_params_file_says_where_to_run(tmp_path):
     with pytest.raises(ParamsError, match="run from the repository root"):
         load_params(tmp_path / "params.yaml")
+
+
+def _keys(tree: object, prefix: str = "") -> list[str]:
+    """Every key of a nested mapping, dotted."""
+    if not isinstance(tree, dict):
+        return []
+    return [k for key, value in tree.items() for k in (f"{prefix}{key}", *_keys(value, f"{prefix}{key}."))]
+
+
+def _schema_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every key the params schema accepts, dotted."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        out.append(f"{prefix}{f.name}")
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _schema_keys(hints[f.name], f"{prefix}{f.name}.")
+    return out
+
+
+def test_no_param_key_is_one_that_dvcs_run_cache_leaves_out():
+    # dvc/stage/cache.py hashes a stage's lock entry for the run-cache with every key named `size`
+    # or `nfiles` dropped, at any depth: a param of that name would be invisible to it
+    from resomap.core.config import Params
+
+    keys = _keys(shipped()) + _schema_keys(Params)
+    assert len(keys) > 60
+    assert [k for k in keys if k.rsplit(".", 1)[-1] in ("size", "nfiles")] == []
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [("train", "lr", float("nan")), ("profile", "min_seconds", float("inf")), ("aggregate", "tolerance", float("nan")),
+     ("train", "grad_clip_norm", float("-inf"))],
+)
+def test_non_finite_numbers_are_refused(section, key, value):
+    raw = shipped()
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=rf"^{section}\.{key} must be a finite number, got -?(nan|inf)"):
+        check(raw)
+
+
+def test_a_negative_explain_seed_is_refused():
+    raw = shipped()
+    raw["explain"]["seed"] = -1
+    with pytest.raises(ParamsError, match=r"explain\.seed must not be negative, got -1"):
+        check(raw)
+
+
+@pytest.mark.parametrize("name", ["x; touch PWNED; echo", "$(id)", "a b", "resnet18'", "../vgg", "-rf", ""])
+def test_a_model_name_that_is_not_a_plain_name_is_refused(name):
+    raw = shipped()
+    raw["models"] = [name]
+    with pytest.raises(ParamsError, match=r"models\[0\] .* is not a model name: names are letters, digits and underscores"):
+        check(raw)
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("models: [tiny_cnn]\ntrain:\n  epochs: [3\n")
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path} is not valid YAML (line ") and message.endswith("): fix the syntax there")
+
+
+def test_a_key_added_with_plus_is_refused_with_the_close_key():
+    raw = shipped()
+    raw["resolution"] = 512  # what `dvc exp run -S '+resolution=512'` writes
+    with pytest.raises(ParamsError, match=r"unknown key 'resolution' in params.yaml: did you mean 'resolutions'\?"):
+        check(raw)
+
+
+def test_resolutions_that_are_not_integers_are_named():
+    raw = shipped()
+    raw["resolutions"] = [24.0]
+    with pytest.raises(ParamsError, match=r"resolutions\[0\] must be an integer, got 24.0"):
+        check(raw)

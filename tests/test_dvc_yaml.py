@@ -59,11 +59,11 @@ def test_every_declared_code_dep_is_loaded(stage):
     assert not unused, f"{name} declares code it never loads: {sorted(map(str, unused))}"
 
 
-def test_code_deps_are_the_script_and_whole_sub_packages():
+def test_code_deps_are_the_stages_package_the_script_and_whole_sub_packages():
     for name in STAGES:
         deps = code_deps(name)
-        assert deps[0] == Path(f"stages/{name}.py"), name
-        assert all(d.parent == Path("resomap") and (REPO / d).is_dir() for d in deps[1:]), name
+        assert deps[:2] == [Path("stages/__init__.py"), Path(f"stages/{name}.py")], name  # __init__ runs first (Ctrl-C)
+        assert all(d.parent == Path("resomap") and (REPO / d).is_dir() for d in deps[2:]), name
         assert Path("resomap/core") in deps, name
 
 

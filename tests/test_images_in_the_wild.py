@@ -200,8 +200,8 @@ def test_on_bad_image_is_a_validated_param(tmp_path):
 
 def test_prepare_stage_prints_each_skipped_file(tmp_path):
     photos = tmp_path / "photos"
-    _good_class(photos / "a", 2)
-    _good_class(photos / "b", 2)
+    _good_class(photos / "a", 3)
+    _good_class(photos / "b", 3)
     _truncated_jpeg(photos / "a" / "x.jpg")
     params = _params_file(tmp_path, source="imagefolder", path=str(photos))
     (tmp_path / "params.yaml").write_text(params.read_text())

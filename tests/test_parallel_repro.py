@@ -14,7 +14,7 @@ import pytest
 from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, copy_of, parallel_repro
 from helpers.study_repo import dvc, make_study_repo
 from resomap.core.errors import ResoMapError
-from tools.parallel_repro import Worker, may_start, pending_graph, plan_workers, wait_awake, waves
+from tools.parallel_repro import Worker, always_changed_stages, may_start, pending_graph, plan_workers, wait_awake, waves
 
 # --- workers: pure logic --------------------------------------------------------------------------
 
@@ -87,7 +87,8 @@ def fresh_repo(tmp_path_factory) -> Path:
 def test_a_fresh_repo_is_all_pending_in_dag_order(fresh_repo, monkeypatch):
     monkeypatch.chdir(fresh_repo)
     graph = pending_graph([])
-    assert set(graph) == EVERY_STAGE == set(dvc(fresh_repo, "stage", "list", "--name-only").split())
+    assert set(graph) == EVERY_STAGE == set(dvc(fresh_repo, "stage", "list", "--name-only").split()) - {"check"}
+    assert always_changed_stages([]) == ["check"]  # run first, alone: not in the graph
     assert graph["train@tiny_cnn-16-0"] == {"prepare@16"}
     assert graph["explain@tiny_cnn-24-0"] == {"prepare@24", "train@tiny_cnn-24-0"}
     assert graph["aggregate"] == CELLS | PROFILE

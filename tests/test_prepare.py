@@ -5,14 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from resomap.core.config import DataParams, SplitSizes
+from resomap.core.config import DataParams, ImageCounts
 from resomap.data.prepared import load_prepared
 from resomap.prepare.resize import resize_image, resize_mask
 from resomap.prepare.resolution import prepare_resolution
 
 
 def test_prepared_arrays_keep_order_across_resolutions(tmp_path):
-    data = DataParams(size=SplitSizes(train=20, val=10, test=10))
+    data = DataParams(images=ImageCounts(train=20, val=10, test=10))
     for resolution in (16, 32):
         prepare_resolution(data, resolution, tmp_path / str(resolution))
     low, high = load_prepared(tmp_path / "16"), load_prepared(tmp_path / "32")
@@ -27,7 +27,7 @@ def test_prepared_arrays_keep_order_across_resolutions(tmp_path):
 
 
 def test_manifest_and_classes_are_written(tmp_path):
-    manifest = prepare_resolution(DataParams(size=SplitSizes(10, 10, 10)), 24, tmp_path)
+    manifest = prepare_resolution(DataParams(images=ImageCounts(10, 10, 10)), 24, tmp_path)
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == manifest
     assert manifest["counts"] == {"train": 10, "val": 10, "test": 10}
@@ -83,7 +83,7 @@ def test_synthetic_renders_natively_above_256_px():
 
 def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
     """Three chunks of train images over two spawned workers: order and content do not depend on them."""
-    data = DataParams(size=SplitSizes(train=150, val=10, test=70))
+    data = DataParams(images=ImageCounts(train=150, val=10, test=70))
     for workers in (1, 2):
         prepare_resolution(data, 16, tmp_path / str(workers), workers=workers)
     written = sorted(path.relative_to(tmp_path / "1") for path in (tmp_path / "1").rglob("*") if path.is_file())
@@ -95,14 +95,14 @@ def test_worker_processes_write_the_same_bytes_as_one_process(tmp_path):
 
 
 def test_object_masks_are_kept_for_the_test_split_only(tmp_path):
-    manifest = prepare_resolution(DataParams(size=SplitSizes(8, 8, 8)), 16, tmp_path)
+    manifest = prepare_resolution(DataParams(images=ImageCounts(10, 10, 10)), 16, tmp_path)
     prepared = load_prepared(tmp_path)
     assert manifest["masks_for"] == ["test"]
     assert prepared.splits["train"].masks is None and prepared.splits["val"].masks is None
-    assert prepared.splits["test"].masks.shape == (8, 16, 16)
+    assert prepared.splits["test"].masks.shape == (10, 16, 16)
 
 
 def test_prepared_images_load_channels_last_without_a_copy(tmp_path):
-    prepare_resolution(DataParams(size=SplitSizes(4, 4, 4)), 16, tmp_path)
+    prepare_resolution(DataParams(images=ImageCounts(10, 10, 10)), 16, tmp_path)
     images = load_prepared(tmp_path).splits["train"].images
-    assert images.shape == (4, 3, 16, 16) and images.is_contiguous(memory_format=torch.channels_last)
+    assert images.shape == (10, 3, 16, 16) and images.is_contiguous(memory_format=torch.channels_last)

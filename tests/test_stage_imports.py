@@ -15,6 +15,7 @@ HEAVY = {"torch", "torchvision", "torch._inductor", "torch._dynamo", "matplotlib
          "captum", "pytorch_grad_cam", "cv2", "sklearn"}
 # what each stage may load when imported; everything else of HEAVY must stay out
 ALLOWED = {
+    "check": set(),  # runs on every dvc repro: yaml, numpy and Pillow only
     "prepare": set(),  # numpy and Pillow; torchvision only for a torchvision data source, at run time
     "train": {"torch", "dvclive", "pandas"},  # pandas comes with DVCLive
     "evaluate": {"torch"},

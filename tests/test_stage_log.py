@@ -4,6 +4,7 @@ and with RESOMAP_STAGE_LOG set it appends one line splitting its time into start
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ def run(args: list[str], cwd, log) -> subprocess.CompletedProcess:
 
 def test_a_finished_stage_logs_its_start_up_and_work_and_exits_0(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["size"] = {"train": 20, "val": 10, "test": 10}
+    params["data"]["images"] = {"train": 20, "val": 10, "test": 10}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     log = tmp_path / "stages.jsonl"
     done = run(["stages.prepare", "8"], tmp_path, log)
@@ -32,6 +33,7 @@ def test_a_finished_stage_logs_its_start_up_and_work_and_exits_0(tmp_path):
 
 
 def test_a_failed_stage_keeps_its_one_line_error_and_exit_code(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     log = tmp_path / "stages.jsonl"
     done = run(["stages.evaluate", "tiny_cnn"], tmp_path, log)
     assert done.returncode == 2

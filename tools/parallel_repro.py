@@ -6,8 +6,10 @@ own `CUDA_VISIBLE_DEVICES=k dvc --wait-for-lock repro -s STAGE`, started once th
 on have finished. DVC still owns the DAG, the locking and dvc.lock (it releases the repo lock while
 a stage's command runs; docs/design.md); this module only decides what may start now.
 
-Pending = the stages `dvc status` reports as changed plus everything downstream of them (those only
-show as changed once their upstream reran); TARGETs restrict it like `dvc repro TARGET`. Run it from
+First the always-changed stages (check) run, alone; if one fails nothing else starts. Pending = the
+stages `dvc status` then reports as changed plus everything downstream of them (those only show as
+changed once their upstream reran); TARGETs restrict it like `dvc repro TARGET`. --dry runs nothing,
+so it cannot see an image folder that changed since check last ran. Run it from
 the repo root. Without GPUs, `--workers N` runs N CPU workers, and profile stages run alone there
 (they time the CPU the others share). A failed stage stops the stages downstream of it, the others
 carry on (like `dvc repro --keep-going`), and the exit code is 1; Ctrl-C stops every stage (130).
@@ -71,9 +73,10 @@ def plan_workers(gpus: list[int] | None, workers: int | None, visible: list[str]
     return [Worker(f"gpu {gpu}", gpu) for gpu in (chosen[index % len(chosen)] for index in range(count))]
 
 
-def pending_graph(targets: list[str]) -> StageGraph:
-    """What `dvc repro [TARGET ...]` would have to consider running, read through DVC's own API."""
-    import networkx as nx
+@contextlib.contextmanager
+def dvc_graph(targets: list[str]):
+    """DVC's repo and the graph `dvc repro [TARGET ...]` would consider, read through DVC's own API;
+    the repo is closed on exit, so it holds no DVC lock while workers run."""
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
     from dvc.repo.reproduce import collect_stages, get_active_graph, get_subgraph
@@ -82,20 +85,39 @@ def pending_graph(targets: list[str]) -> StageGraph:
         repo = Repo(os.curdir)
     except NotDvcRepoError:
         raise ResoMapError(f"{os.getcwd()} is not in a DVC repo: run this from the repo root") from None
-    with repo:  # closed before any worker starts, so it holds no DVC lock meanwhile
+    with repo:
         if os.path.realpath(repo.root_dir) != os.path.realpath(os.curdir):
             raise ResoMapError(f"run this from the DVC repo root {repo.root_dir}, not {os.getcwd()}")
         try:
             # An edge points from a stage to a stage it depends on; frozen stages lose theirs, as in dvc repro.
             graph = get_active_graph(repo.index.graph)
-            if targets:
-                graph = get_subgraph(graph, collect_stages(repo, targets))
-            changed = set(repo.status())
+            yield repo, get_subgraph(graph, collect_stages(repo, targets)) if targets else graph
         except DvcException as error:
             raise ResoMapError(f"dvc: {error}") from None
-        stale = [stage for stage in graph if stage.addressing in changed]
+
+
+def always_changed_stages(targets: list[str]) -> list[str]:
+    """The stages DVC runs on every repro (dvc.yaml's check): run first, alone, before the rest is planned."""
+    with dvc_graph(targets) as (_, graph):
+        return sorted(stage.addressing for stage in graph if stage.always_changed)
+
+
+def pending_graph(targets: list[str]) -> StageGraph:
+    """What `dvc repro [TARGET ...]` would have to run, once the always-changed stages have run."""
+    import networkx as nx
+
+    with dvc_graph(targets) as (repo, graph):
+        changed = set(repo.status())
+        stale = [stage for stage in graph if stage.addressing in changed and not stage.always_changed]
         pending = set(stale).union(*(nx.ancestors(graph, stage) for stage in stale))
         return {s.addressing: {dep.addressing for dep in graph.successors(s) if dep in pending} for s in pending}
+
+
+def run_first(stage: str) -> None:
+    """`dvc repro -s STAGE` in the foreground; its failure (check refusing params.yaml) stops everything."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", stage])
+    if done.returncode:
+        raise ResoMapError(f"stage {stage} failed (its message is above): nothing else was started")
 
 
 def waves(graph: StageGraph) -> list[list[str]]:
@@ -256,6 +278,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("targets", nargs="*", help="stages, matrix names or dvc.yaml files, with their upstream")
     args = parser.parse_args(argv)
     workers = plan_workers(args.gpus, args.workers, visible_gpus())
+    if not args.dry:
+        for stage in always_changed_stages(args.targets):
+            run_first(stage)
     graph = pending_graph(args.targets)
     if not graph:
         print("parallel_repro: nothing to reproduce, every stage is up to date")

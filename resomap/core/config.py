@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +26,11 @@ class ParamsError(ResoMapError):
 
 
 @dataclass(frozen=True)
-class SplitSizes:
+class ImageCounts:
+    """Synthetic images per split. The key is `data.images`, never `size`: DVC's run-cache key
+    leaves out every key named `size` or `nfiles` (they are output metadata to it), so a change of a
+    param of that name would bring back the arrays of the old value (docs/params.md)."""
+
     train: int = 1500
     val: int = 300
     test: int = 300
@@ -35,11 +41,12 @@ class DataParams:
     source: Literal["synthetic", "imagefolder", "torchvision"] = "synthetic"
     path: str | None = None  # image folder, or download root of a torchvision dataset
     name: str | None = None  # torchvision dataset class, e.g. CIFAR10
-    size: SplitSizes = field(default_factory=SplitSizes)  # synthetic image counts
+    images: ImageCounts = field(default_factory=ImageCounts)  # synthetic image counts
     seed: int = 0  # synthetic rendering and folder split
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     on_bad_image: Literal["skip", "error"] = "skip"  # imagefolder: leave undecodable files out, or stop
+    on_missing_class: Literal["error", "warn"] = "error"  # a class with no val or test image: stop, or warn in the report
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path} not found: run from the repository root, where params.yaml lives")
-    with path.open() as f:
-        raw = yaml.safe_load(f)
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML ({_yaml_problem(error)}): fix the syntax there") from None
     params = parse_params(raw if raw is not None else {})
     validate(params)
     return params
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`line L, column C: what`, from PyYAML's several-line message."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def parse_params(raw: object) -> Params:
@@ -206,6 +223,8 @@ def _coerce(hint, value, key: str):
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ParamsError(f"{key} must be a finite number, got {value}: no param takes nan or infinity")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -228,13 +247,25 @@ def validate(params: Params) -> None:
     _non_negative("profile.min_seconds", params.profile.min_seconds)
     for key in ("num_images", "min_cam_size", "ig_steps", "ig_batch_size", "deletion_steps", "batch_size"):
         _positive(f"explain.{key}", getattr(params.explain, key))
+    _non_negative("explain.seed", params.explain.seed)
     _non_empty_unique("explain.methods", params.explain.methods)
     _validate_aggregate(params.aggregate)
+
+
+# What a model name may hold: every registered and torchvision name fits, and none of it means
+# anything to a shell (dvc.yaml puts the names into commands).
+MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def _validate_grid(params: Params) -> None:
     for key in ("models", "resolutions", "seeds"):
         _non_empty_unique(key, getattr(params, key))
+    for i, name in enumerate(params.models):
+        if not MODEL_NAME.fullmatch(name):
+            raise ParamsError(
+                f"models[{i}] {name!r} is not a model name: names are letters, digits and underscores, "
+                "e.g. resnet18 (docs/models.md lists them)"
+            )
     if any(seed < 0 for seed in params.seeds):
         raise ParamsError(f"seeds must be non-negative integers, got {params.seeds}")
     for resolution in params.resolutions:
@@ -252,7 +283,7 @@ def _validate_data(data: DataParams) -> None:
         raise ParamsError("data.name is required for data.source: torchvision: set it to e.g. CIFAR10")
     _non_negative("data.seed", data.seed)
     for split in ("train", "val", "test"):
-        _positive(f"data.size.{split}", getattr(data.size, split))
+        _positive(f"data.images.{split}", getattr(data.images, split))
     for key in ("val_fraction", "test_fraction"):
         value = getattr(data, key)
         if not 0.0 < value < 0.5:

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
+from resomap.core.environment import DEVICE_ENV, device_choice
 from resomap.core.errors import ResoMapError
 
 
 def pick_device() -> torch.device:
     """RESOMAP_DEVICE=auto|cpu|cuda|cuda:N; auto picks CUDA when present."""
-    choice = os.environ.get("RESOMAP_DEVICE", "auto")
+    choice = device_choice()
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise ResoMapError(f"RESOMAP_DEVICE={choice} but no CUDA device is visible: unset it or use cpu")
-    return torch.device(choice)
+        raise ResoMapError(f"{DEVICE_ENV}={choice} but no CUDA device is visible: unset it or use cpu")
+    device = torch.device(choice)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ResoMapError(
+            f"{DEVICE_ENV}={choice} but only {torch.cuda.device_count()} GPU(s) are visible: "
+            f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}, or unset it"
+        )
+    return device
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:

@@ -20,6 +20,9 @@ class Cell:
         return f"{self.model}-{self.resolution}-{self.seed}"
 
 
+SOURCE_FINGERPRINT = Path("data/source.json")  # the check stage's output; prepare depends on it
+
+
 def prepared_dir(resolution: int) -> Path:
     return Path("data/prepared") / str(resolution)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from resomap.core.errors import ResoMapError
+from resomap.core.errors import Interrupted, ResoMapError
 from resomap.core.grid import Cell
 
 
@@ -33,18 +33,34 @@ STAGE_LOG = "RESOMAP_STAGE_LOG"  # a file path: each stage run appends one JSON 
 
 
 def run_stage(main: Callable[[list[str]], None]) -> None:
-    """Run a stage's main and exit: 0, or 2 after one line for a user-fixable error; anything else
-    raises as usual (a traceback)."""
+    """Run a stage's main and exit: 0; 2 after one line for a user-fixable error; 130 after one
+    line for Ctrl-C (143 for SIGTERM in training). Anything else raises as usual (a traceback)."""
     startup_s, start = _process_age_s(), time.perf_counter()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C is KeyboardInterrupt, caught below
     try:
         main(sys.argv[1:])
         code = 0
+    except KeyboardInterrupt:  # Ctrl-C outside training's safe points: the atomic writers kept nothing half-written
+        error = Interrupted(f"{Path(sys.argv[0]).stem} interrupted (Ctrl-C): nothing half-written was kept; run `dvc repro` again")
+        print(f"error: {error}", file=sys.stderr)
+        code = error.exit_code
     except ResoMapError as error:
         print(f"error: {error}", file=sys.stderr)
-        code = 2
+        code = error.exit_code
     if os.environ.get(STAGE_LOG):
         _log_timings(Path(os.environ[STAGE_LOG]), startup_s, time.perf_counter() - start)
     _exit_now(code)
+
+
+def exit_quietly_on_ctrl_c() -> None:
+    """Until run_stage starts: a Ctrl-C while a stage is still importing (torch takes seconds) is
+    one line and exit code 130, not a traceback from inside an import. Nothing is written yet."""
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        print("error: interrupted (Ctrl-C) while starting, before any work: nothing was written", file=sys.stderr)
+        _exit_now(128 + signum)
+
+    signal.signal(signal.SIGINT, leave)
 
 
 def _exit_now(code: int) -> None:

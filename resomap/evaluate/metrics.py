@@ -18,7 +18,8 @@ def classification_metrics(
     Precision, recall and F1 of a class that has no true and no predicted sample are 0
     (sklearn's ``zero_division=0``); the macro averages still count that class, so they
     average over all C classes. ``balanced_accuracy`` averages recall over the classes
-    present in ``labels`` only, as sklearn does. ``per_class_accuracy`` is each class's recall.
+    present in ``labels`` only, as sklearn does. ``per_class_accuracy`` is each class's recall
+    (null for a class with no test image), ``per_class_support`` its test image count.
     """
     logits, labels = _checked_inputs(logits, labels, len(class_names))
     preds = logits.argmax(axis=1)
@@ -42,9 +43,11 @@ def classification_metrics(
     )
     rounded = {key: round(float(value), DECIMALS) for key, value in metrics.items()}
     rounded["num_samples"] = int(len(labels))
+    # a class with no test image has no accuracy (null), not 0: the report says which classes those are
     rounded["per_class_accuracy"] = {
-        name: round(float(value), DECIMALS) for name, value in zip(class_names, recall)
+        name: round(float(value), DECIMALS) if count else None for name, value, count in zip(class_names, recall, support)
     }
+    rounded["per_class_support"] = {name: int(count) for name, count in zip(class_names, support)}
     return rounded
 
 

@@ -30,7 +30,7 @@ def imagefolder_source(
     drawn from the usable files only.
     """
     root = Path(root)
-    _check_is_dir(root)
+    check_is_dir(root)
     reader = _Reader(root, on_bad_image)
     classes, given = reader.pre_split_images() if _is_pre_split(root) else reader.unsplit_images()
     fractions = {"val": val_fraction, "test": test_fraction}
@@ -39,7 +39,7 @@ def imagefolder_source(
     return SourceData(classes, carve_splits(given, missing, seed), has_masks=False, skipped=skipped)
 
 
-def _check_is_dir(root: Path) -> None:
+def check_is_dir(root: Path) -> None:
     if not root.exists():
         raise ResoMapError(f"image folder {root} does not exist: set data.path to a folder of class folders")
     if not root.is_dir():
@@ -115,7 +115,7 @@ class _Reader:
 
     def _usable_images(self, class_dir: Path) -> list[Path]:
         """The class folder's image files that decode; a class left with none is an error."""
-        candidates = _image_files(class_dir)
+        candidates = visible_files(class_dir, IMAGE_EXTENSIONS)  # other files (.txt, .DS_Store) are ignored
         usable, bad = [], []
         for path in candidates:
             reason = image_problem(path)
@@ -152,12 +152,12 @@ def _empty_class_message(class_dir: Path, bad: list[BadImage]) -> str:
     )
 
 
-def _image_files(class_dir: Path) -> list[Path]:
-    """Files with an image extension under class_dir, symlinks followed, hidden files and folders
-    left out, in a filesystem-independent order. Other files (.txt, .DS_Store) are ignored."""
+def visible_files(folder: Path, suffixes: frozenset[str] | None = None) -> list[Path]:
+    """Files under `folder` (with one of `suffixes`, lower case, when given), symlinks followed,
+    hidden files and folders left out, in a filesystem-independent order."""
     found = []
     seen_dirs = set()
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a symlink loop, or two links to one folder: read it once
             dirnames[:] = []
@@ -167,9 +167,9 @@ def _image_files(class_dir: Path) -> list[Path]:
         found.extend(
             Path(dirpath, name)
             for name in filenames
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+            if not name.startswith(".") and (suffixes is None or Path(name).suffix.lower() in suffixes)
         )
-    return sorted(found, key=lambda path: _sort_key(path.relative_to(class_dir).as_posix()))
+    return sorted(found, key=lambda path: _sort_key(path.relative_to(folder).as_posix()))
 
 
 def _file_sample(path: Path, name: str, label: int) -> Sample:

@@ -7,12 +7,14 @@ from PIL import Image
 
 
 def _fit_shorter_side(image: Image.Image, resolution: int, resample: Image.Resampling) -> Image.Image:
+    """The centre square of the source (its side the shorter side), resized to R x R. The crop box
+    goes to PIL's resize, so nothing larger than R x R is ever built: resizing first and cropping
+    after would turn a 3 KB PNG of 1 x 1,000,000 px into R x 10^6 R pixels."""
     width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    resized = image.resize(size, resample)  # PIL filters over the whole footprint, so downsampling antialiases
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return resized.crop((left, top, left + resolution, top + resolution))
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    # PIL filters over the whole footprint, so downsampling antialiases
+    return image.resize((resolution, resolution), resample, box=(left, top, left + side, top + side))
 
 
 def resize_image(rgb: np.ndarray, resolution: int) -> np.ndarray:

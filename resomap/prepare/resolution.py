@@ -7,7 +7,8 @@ from pathlib import Path
 from resomap.core import io
 from resomap.core.config import DataParams
 from resomap.prepare.samples import SPLITS, SourceData
-from resomap.prepare.workers import default_workers, resize_pool, write_split
+from resomap.prepare.splits import check_class_coverage
+from resomap.prepare.workers import default_workers, resize_pool, split_bytes, write_split
 
 RESIZE_POLICY = "shorter side to R (bicubic, antialiased), centre crop R x R; masks by area coverage >= 0.5"
 # Object masks are kept for the test split alone: explain scores localisation on test images, and
@@ -20,7 +21,7 @@ def open_source(data: DataParams, resolution: int) -> SourceData:
     if data.source == "synthetic":
         from resomap.prepare.synthetic import NATIVE_SIZE, synthetic_source
 
-        sizes = {"train": data.size.train, "val": data.size.val, "test": data.size.test}
+        sizes = {"train": data.images.train, "val": data.images.val, "test": data.images.test}
         return synthetic_source(sizes, seed=data.seed, native_size=max(NATIVE_SIZE, resolution))
     if data.source == "imagefolder":
         from resomap.prepare.imagefolder import imagefolder_source
@@ -41,12 +42,17 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers
     """Write train/val/test arrays (.npy files in a folder per split) and a manifest for one
     resolution; return the manifest.
 
-    Bad image files stop or are skipped when the source is opened, before anything is written.
+    Bad image files stop or are skipped when the source is opened, and splits missing a class stop
+    (or warn), before anything is written.
     `workers` processes decode and resize (default: `default_workers`); the arrays are the same
     whatever their number."""
     source = open_source(data, resolution)
+    how_to_add = f"raise data.images (the built-in data has {len(source.classes)} classes)" if data.source == "synthetic" else "add images"
+    missing = check_class_coverage(source, data.on_missing_class, how_to_add)
     masked = [split for split in SPLITS if source.has_masks and split in MASKED_SPLITS]
     counts = {split: len(source.splits[split]) for split in SPLITS}
+    needed = sum(split_bytes(counts[split], resolution, split in masked) for split in SPLITS)
+    io.check_free_space(out_dir, needed, f"prepare {resolution}px ({sum(counts.values())} images)")
     with resize_pool(source.splits, workers or default_workers(sum(counts.values()))) as pool:
         for split in SPLITS:
             write_split(split, source.splits[split], resolution, split in masked, out_dir / split, pool)
@@ -58,6 +64,7 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers
         "masks_for": masked,  # splits with a masks.npy
         "resize_policy": RESIZE_POLICY,
         "skipped": [{"path": bad.path, "reason": bad.reason} for bad in source.skipped],
+        "missing_classes": missing,  # split -> classes it has no image of (data.on_missing_class: warn)
     }
     io.write_json(out_dir / "classes.json", list(source.classes))  # its own file: profile depends on it alone
     io.write_json(out_dir / "manifest.json", manifest)

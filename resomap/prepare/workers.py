@@ -76,6 +76,12 @@ def resize_pool(splits: dict[str, list[Sample]], workers: int) -> Iterator[Execu
         yield pool
 
 
+def split_bytes(count: int, resolution: int, with_masks: bool) -> int:
+    """What write_split puts on disk for `count` images, headers aside."""
+    per_image = resolution * resolution * (3 + int(with_masks)) + np.dtype(np.int64).itemsize
+    return count * per_image
+
+
 def write_split(
     split: str, samples: list[Sample], resolution: int, with_masks: bool, folder: Path, pool: Executor | None
 ) -> None:
@@ -90,7 +96,8 @@ def write_split(
     with ExitStack() as files_in_progress:
         files = {name: files_in_progress.enter_context(io.atomic_path(folder / f"{name}.npy")) for name in shapes}
         for name, (shape, dtype) in shapes.items():
-            np.lib.format.open_memmap(files[name], mode="w+", dtype=dtype, shape=shape)  # header + full size
+            np.lib.format.open_memmap(files[name], mode="w+", dtype=dtype, shape=shape)  # header + full size, sparse
+            io.reserve(files[name], files[name].stat().st_size, shown_as=folder / f"{name}.npy")  # ENOSPC now, not SIGBUS later
         if pool is None:
             done = (_resize_rows(samples, start, stop, resolution, files) for start, stop in zip(starts, stops))
         else:

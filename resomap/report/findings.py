@@ -10,6 +10,8 @@ from resomap.report.analysis import Analysis
 from resomap.report.study import Study
 
 RANDOMISATION_WARNING = 0.5  # Spearman with a randomly re-initialised twin above this: the map ignores the weights
+MIN_TEST_IMAGES = 100  # below this a 95% interval on accuracy is wider than about +-10 points
+SUPPORT = "per_class_support."
 
 
 def _pts(gain: float) -> str:
@@ -107,8 +109,32 @@ def explanation_findings(analysis: Analysis, study: Study) -> list[str]:
     return sentences
 
 
+def data_caveats(study: Study) -> list[str]:
+    """What the test split cannot support: too few images for the intervals to mean much, or
+    classes it has no image of (prepared with data.on_missing_class: warn)."""
+    caveats = []
+    count = int(study.table["num_samples"].iloc[0])
+    if count < MIN_TEST_IMAGES:
+        half_width = 100 * min(1.0, 1.96 * (0.25 / count) ** 0.5)
+        caveats.append(
+            f"The test split has only {count} image{'s' if count != 1 else ''}: a 95% interval on an accuracy near 50% "
+            f"spans about ±{half_width:.0f} points, so differences between cells smaller than that mean little, and the "
+            f"intervals below understate it; use a few hundred test images or more (data.images.test, data.test_fraction)."
+        )
+    support = study.table[[c for c in study.table.columns if c.startswith(SUPPORT)]].iloc[0]
+    absent = [name.removeprefix(SUPPORT) for name, n in support.items() if n == 0]
+    if absent:
+        caveats.append(
+            f"The test split has no image of {', '.join(absent)}: their per-class accuracy is undefined (empty in "
+            "cells.csv) and macro-F1 counts them as 0; add test images of them (data.on_missing_class: warn let this through)."
+        )
+    return caveats
+
+
 def all_findings(analysis: Analysis, study: Study) -> dict[str, list[str]]:
+    caveats = data_caveats(study)
     return {
+        **({"Caveats": caveats} if caveats else {}),
         "Which resolution to use": recommendation_findings(analysis) + [budget_finding(analysis)],
         "What each step up in resolution buys": step_findings(analysis.steps),
         "What it costs": scaling_findings(analysis.scaling) + [pareto_finding(analysis.stats)],

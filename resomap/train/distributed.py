@@ -20,9 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from resomap.core.environment import PROCS_ENV, requested_processes
 from resomap.core.errors import ResoMapError
-
-PROCS_ENV = "RESOMAP_NPROC"
 
 
 @dataclass(frozen=True)
@@ -104,11 +103,7 @@ def join(device: torch.device) -> tuple[Ranks, torch.device]:
         return Ranks(), device
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ResoMapError(
-                f"{world_size} processes but only {torch.cuda.device_count()} GPUs visible: "
-                f"launch at most one process per GPU ({PROCS_ENV} / --nproc-per-node)"
-            )
+        check_process_count(world_size, device)
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -120,20 +115,25 @@ def leave(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
-def requested_processes() -> int:
-    """RESOMAP_NPROC: how many processes a train cell should run on (1 when unset)."""
-    value = os.environ.get(PROCS_ENV, "1")
-    if not value.isdigit() or int(value) < 1:
-        raise ResoMapError(f"{PROCS_ENV}={value!r} is not a process count: set it to a positive integer, e.g. the GPU count")
-    return int(value)
+def check_process_count(procs: int, device: torch.device, gpus: int | None = None) -> None:
+    """One process per GPU at most (NCCL cannot share one); CPU ranks (gloo) may be any number.
+    `gpus`: the visible GPU count (default: torch's)."""
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if device.type == "cuda" and procs > gpus:
+        raise ResoMapError(
+            f"{PROCS_ENV}={procs} processes but only {gpus} GPU(s) visible: "
+            f"launch at most one process per GPU (set {PROCS_ENV} to {gpus} or less)"
+        )
 
 
-def relaunch_under_torchrun(module: str, argv: list[str]) -> None:
+def relaunch_under_torchrun(module: str, argv: list[str], device: torch.device) -> None:
     """When RESOMAP_NPROC asks for several processes and this is not yet a torchrun worker,
-    replace this process with torchrun running the same stage (same PID: DVC's signals reach it)."""
+    replace this process with torchrun running the same stage (same PID: DVC's signals reach it).
+    A width the GPUs cannot take stops here, before torchrun prints its own pages."""
     procs = requested_processes()
     if procs == 1 or "TORCHELASTIC_RUN_ID" in os.environ:
         return
+    check_process_count(procs, device)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}", "-m", module, *argv]
     sys.stdout.flush()
     os.execv(sys.executable, command)

@@ -28,11 +28,11 @@ def test_stage_overhead_splits_the_study_and_every_stage_kind(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     study = result["study"]
-    assert study["stages"] == 11 and result["conditions"]["study"] == "tiny"
+    assert study["stages"] == 12 and result["conditions"]["study"] == "tiny"
     assert 0 < study["work_s"] < study["wall_s"] and 0 < study["fixed_cost_share"] < 1
-    assert set(result["stages"]) == {"prepare", "train", "evaluate", "profile", "explain", "aggregate"}
+    assert set(result["stages"]) == {"check", "prepare", "train", "evaluate", "profile", "explain", "aggregate"}
     for kind, row in result["stages"].items():
         assert row["imports_s"] > 0 and 0 < row["work_s"] < row["command_s"] < row["dvc_repro_s"], kind
-        assert "torch" in row["top_imports"] or kind == "prepare", kind
-    assert "torch" not in result["stages"]["prepare"]["top_imports"]
+        assert "torch" in row["top_imports"] or kind in ("check", "prepare"), kind
+    assert "torch" not in result["stages"]["prepare"]["top_imports"] and "torch" not in result["stages"]["check"]["top_imports"]
     assert 0 < result["noop_repro_s"] < study["wall_s"]

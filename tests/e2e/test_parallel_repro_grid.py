@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from helpers.parallel import EVERY_STAGE, EXPLAIN, copy_of, edit_explain, parallel_repro, through_workers
-from helpers.study_repo import dvc, make_study_repo, ran, stale, tool_env
+from helpers.study_repo import ALWAYS_RUN, make_study_repo, ran, stale, tool_env
 
 # --- two CPU workers over the whole tiny grid ---------------------------------------------------------
 
@@ -31,8 +31,8 @@ def test_two_cpu_workers_reproduce_the_grid_and_leave_dvc_consistent(built):
     assert ran(done.stdout) == EVERY_STAGE and through_workers(done.stdout)
     assert {"[cpu 0]", "[cpu 1]"} <= set(re.findall(r"^\[cpu \d\]", done.stdout, flags=re.M))
     assert done.stdout.rstrip().endswith("parallel_repro: 11 ran, 0 unchanged, 0 failed, 0 not started")
-    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == EVERY_STAGE
-    assert "Data and pipelines are up to date." in dvc(repo, "status")
+    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == EVERY_STAGE | ALWAYS_RUN
+    assert stale(repo) == set()
     assert not any(json.loads((repo / ".dvc/tmp/rwlock").read_text()).values())  # no path left locked
     assert (repo / "reports/report.html").is_file()
 
@@ -41,7 +41,7 @@ def test_a_second_run_runs_nothing(built):
     repo, _ = built
     done = parallel_repro(repo, "--workers", "2")
     assert done.returncode == 0
-    assert done.stdout.strip() == "parallel_repro: nothing to reproduce, every stage is up to date"
+    assert done.stdout.strip().endswith("parallel_repro: nothing to reproduce, every stage is up to date")
 
 
 def test_a_failed_stage_stops_its_downstream_and_the_others_finish(built, tmp_path):

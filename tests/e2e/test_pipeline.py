@@ -49,7 +49,7 @@ def test_first_repro_runs_every_stage_and_writes_every_output(built_study):
 
 def test_second_repro_runs_nothing(study):
     assert repro(study) == set()
-    assert "up to date" in dvc(study, "status")
+    assert stale(study) == set()
 
 
 def test_appending_a_resolution_runs_only_the_new_cells(study):

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from helpers.env import REPO, stage_env
-from resomap.core.config import DataParams, SplitSizes
+from resomap.core.config import DataParams, ImageCounts
 from resomap.prepare.resolution import prepare_resolution
 
 
@@ -30,7 +30,7 @@ def study_folder(tmp_path_factory) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(epochs=4, batch_size=32, warmup_epochs=0)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare_resolution(DataParams(size=SplitSizes(train=320, val=100, test=10)), 16, folder / "data/prepared/16")
+    prepare_resolution(DataParams(images=ImageCounts(train=320, val=100, test=10)), 16, folder / "data/prepared/16")
     return folder
 
 
@@ -60,7 +60,10 @@ def test_train_stage_under_torchrun_writes_once_and_stays_close_to_one_process(s
 
 
 def test_a_bad_process_count_is_one_line(tmp_path):
-    """Refused before params.yaml or the data are read: an empty folder will do."""
+    """Refused before the data are read: a folder with params.yaml alone will do."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     done = run_train_stage(tmp_path, RESOMAP_NPROC="two")
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: RESOMAP_NPROC='two' is not a process count: set it to a positive integer, e.g. the GPU count"
+    assert done.stderr.strip() == (
+        "error: RESOMAP_NPROC='two' is not a process count: set it to a positive integer, e.g. the GPU count, or unset it"
+    )

@@ -115,7 +115,7 @@ def test_kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run(tiny_synthet
 def test_sigterm_stops_cleanly_with_state_saved_and_the_rerun_resumes(tiny_synthetic, tmp_path, uninterrupted):
     cwd = make_cell_dir(tmp_path / "cell", tiny_synthetic)
     code, _, err = interrupt_after_epoch(cwd, 2, signal.SIGTERM)
-    assert code == 2
+    assert code == 128 + signal.SIGTERM
     message = err.strip().splitlines()[-1]
     assert message.startswith("error: train tiny_cnn-32-0 stopped by SIGTERM during epoch ")
     assert "run `dvc repro` again to resume" in message and "Traceback" not in err
@@ -145,7 +145,7 @@ def test_huge_lr_stops_with_a_one_line_error_and_writes_no_weights(tiny_syntheti
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: training loss became non-finite at epoch 1/2, step "), done.stderr
     assert last.endswith("lower train.lr, or try train.amp: bf16 / off")
-    assert not (cwd / "models").exists()
+    assert not list((cwd / "models").rglob("*.pt"))
 
 
 # ---------------------------------------------------------------- a real `dvc repro`, killed mid-training
@@ -153,7 +153,7 @@ def test_huge_lr_stops_with_a_one_line_error_and_writes_no_weights(tiny_syntheti
 
 def test_kill_9_of_dvc_repro_then_repro_resumes(tmp_path):
     repo = make_study_repo(tmp_path / "study")
-    set_params(repo, {"resolutions": [16], "train.epochs": 6, "data.size.train": 160})
+    set_params(repo, {"resolutions": [16], "train.epochs": 6, "data.images.train": 160})
     env = tool_env(CUDA_VISIBLE_DEVICES="")  # every run on the CPU: the resume key holds the device
     dvc(repo, "repro", "prepare@16", env=env)
     proc = subprocess.Popen(

@@ -3,6 +3,7 @@ that drives `dvc` end to end."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ TINY = {
     "models": ["tiny_cnn"],
     "resolutions": [16, 24],
     "seeds": [0],
-    "data": {"size": {"train": 40, "val": 20, "test": 20}},
+    "data": {"images": {"train": 40, "val": 20, "test": 20}},
     "train": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0},
     "profile": {"batch_size": 4, "warmup": 1, "repeats": 3, "min_seconds": 0.0, "batch_repeats": 1},
     "explain": {"num_images": 2},
@@ -51,9 +52,12 @@ def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
     return run([sys.executable, "-m", "dvc", *args], repo, env)
 
 
+ALWAYS_RUN = {"check"}  # dvc.yaml's always_changed stage: DVC runs it on every repro, so ran/stale leave it out
+
+
 def ran(output: str) -> set[str]:
-    """The stages DVC says it ran (`Running stage '...'`) in `output`."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
+    """The stages DVC says it ran (`Running stage '...'`) in `output`, check aside."""
+    return set(re.findall(r"Running stage '([^']+)'", output)) - ALWAYS_RUN
 
 
 def repro(repo: Path) -> set[str]:
@@ -62,8 +66,21 @@ def repro(repo: Path) -> set[str]:
 
 
 def stale(repo: Path) -> set[str]:
-    """The stages `dvc status` reports as changed (its JSON form: one key a stage)."""
-    return set(json.loads(dvc(repo, "status", "--json")))
+    """The stages `dvc status` reports as changed (its JSON form: one key a stage), check aside."""
+    return set(json.loads(dvc(repo, "status", "--json"))) - ALWAYS_RUN
+
+
+STUDY_OUTPUTS = ("data/prepared", "models", "metrics", "plots", "explanations", "reports")
+
+
+def file_digests(root: Path, folders=STUDY_OUTPUTS) -> dict[str, str]:
+    """sha256 of every file under `folders`, by path relative to `root`."""
+    digests = {}
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file():
+                digests[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
 
 
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@t"]  # commits need an author; CI hosts have none

@@ -1,0 +1,38 @@
+"""The runtime variables: where and how wide a stage runs, never what it computes (docs/params.md).
+
+Each is read here, once, and a bad value stops with one line listing the valid ones. torch is not
+imported, so the check stage validates them all in a fraction of a second before any work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from resomap.core.errors import ResoMapError
+
+DEVICE_ENV = "RESOMAP_DEVICE"
+PROCS_ENV = "RESOMAP_NPROC"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def device_choice() -> str:
+    """RESOMAP_DEVICE: auto (default), cpu, cuda or cuda:N."""
+    value = os.environ.get(DEVICE_ENV, "auto")
+    if not _DEVICE.fullmatch(value):
+        raise ResoMapError(f"{DEVICE_ENV}={value!r} is not a device: use auto, cpu, cuda or cuda:N (N the GPU index), or unset it")
+    return value
+
+
+def requested_processes() -> int:
+    """RESOMAP_NPROC: how many processes a train cell runs on (1 when unset)."""
+    value = os.environ.get(PROCS_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ResoMapError(f"{PROCS_ENV}={value!r} is not a process count: set it to a positive integer, e.g. the GPU count, or unset it")
+    return int(value)
+
+
+def check_environment() -> None:
+    """Every runtime variable, parsed once: the first bad one raises."""
+    device_choice()
+    requested_processes()

@@ -1,0 +1,37 @@
+"""Usage: python -m stages.check
+
+The pipeline's first stage, which DVC runs on every `dvc repro` (always_changed): it checks all of
+params.yaml (unknown keys at any depth, types, ranges, finite numbers, every model name against
+the registry and at every resolution), the runtime variables and the data source, before any stage
+touches an output (DVC deletes a stage's outputs before it runs the stage). It writes
+data/source.json, the fingerprint of the source's files, which prepare depends on: the file
+changes only when those files do, so a valid edit still reruns only the stages whose own params
+changed, and an invalid one stops the pipeline here with one line.
+"""
+
+from resomap.core import io
+from resomap.core.config import load_params
+from resomap.core.environment import check_environment
+from resomap.core.grid import SOURCE_FINGERPRINT
+from resomap.core.stage import run_stage, usage_error
+from resomap.models.registry import check_model
+from resomap.prepare.fingerprint import source_fingerprint
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        raise usage_error(__doc__)
+    params = load_params()
+    check_environment()
+    for model in params.models:
+        for resolution in params.resolutions:
+            check_model(model, resolution)
+    fingerprint = source_fingerprint(params.data)
+    io.write_json(SOURCE_FINGERPRINT, fingerprint)
+    cells = len(params.models) * len(params.resolutions) * len(params.seeds)
+    files = f"{fingerprint['files']:,} files, {fingerprint['bytes'] / 1e6:,.1f} MB in {fingerprint['path']}" if "files" in fingerprint else "built in"
+    print(f"check: params.yaml valid ({cells} cells); data: {params.data.source}, {files}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

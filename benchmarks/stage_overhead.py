@@ -31,7 +31,7 @@ import torch
 
 from resomap.core import io
 from resomap.core.config import load_params
-from resomap.core.stage import STAGE_LOG
+from resomap.core.environment import STAGE_LOG_ENV
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers.study_repo import make_study_repo, tool_env  # noqa: E402  (the tests' study repo, not a copy of it)
@@ -133,7 +133,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = make_study_repo(Path(tmp) / "study", tiny=args.tiny)
         log = Path(tmp) / "stages.jsonl"
-        env = tool_env(**{STAGE_LOG: str(log)})
+        env = tool_env(**{STAGE_LOG_ENV: str(log)})
         result["study"] = measure_study(repo, env, log)
         result["stages"] = {kind: measure_kind(kind, *cell, repo, env, log) for kind, cell in smallest_cells(repo).items()}
         timed([sys.executable, "-m", "dvc", "repro"], repo, env)  # aggregate again, after the forced cells

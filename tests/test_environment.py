@@ -41,3 +41,9 @@ def test_more_processes_than_gpus_stop_before_torchrun_starts():
         check_process_count(4, torch.device("cuda"), gpus=2)
     check_process_count(2, torch.device("cuda"), gpus=2)
     check_process_count(8, torch.device("cpu"), gpus=0)  # gloo ranks share the CPU
+
+
+def test_a_stage_log_in_a_missing_folder_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESOMAP_STAGE_LOG", str(tmp_path / "nowhere" / "stages.jsonl"))
+    with pytest.raises(ResoMapError, match=r"RESOMAP_STAGE_LOG=.*: its folder .*nowhere does not exist: create it, or unset"):
+        check_environment()

@@ -39,3 +39,10 @@ def test_a_failed_stage_keeps_its_one_line_error_and_exit_code(tmp_path):
     assert done.returncode == 2
     assert done.stderr == "error: usage: python -m stages.evaluate MODEL RESOLUTION SEED\n"
     assert json.loads(log.read_text())["stage"] == "evaluate"
+
+
+def test_a_log_path_that_cannot_be_written_stops_the_stage_before_its_work(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    done = run(["stages.prepare", "8"], tmp_path, tmp_path / "missing" / "stages.jsonl")
+    assert done.returncode == 2 and done.stderr.startswith("error: RESOMAP_STAGE_LOG=")
+    assert not (tmp_path / "data").exists()

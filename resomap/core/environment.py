@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from resomap.core.errors import ResoMapError
 
 DEVICE_ENV = "RESOMAP_DEVICE"
 PROCS_ENV = "RESOMAP_NPROC"
+STAGE_LOG_ENV = "RESOMAP_STAGE_LOG"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -32,7 +34,19 @@ def requested_processes() -> int:
     return int(value)
 
 
+def stage_log() -> Path | None:
+    """RESOMAP_STAGE_LOG: a file each stage run appends one JSON line of timings to (None when unset)."""
+    value = os.environ.get(STAGE_LOG_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.parent.is_dir():
+        raise ResoMapError(f"{STAGE_LOG_ENV}={value!r}: its folder {path.parent} does not exist: create it, or unset the variable")
+    return path
+
+
 def check_environment() -> None:
     """Every runtime variable, parsed once: the first bad one raises."""
     device_choice()
     requested_processes()
+    stage_log()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from resomap.core.environment import stage_log
 from resomap.core.errors import Interrupted, ResoMapError
 from resomap.core.grid import Cell
 
@@ -29,15 +30,14 @@ def cell_from_argv(argv: list[str], doc: str) -> Cell:
     return Cell(argv[0], int(argv[1]), int(argv[2]))
 
 
-STAGE_LOG = "RESOMAP_STAGE_LOG"  # a file path: each stage run appends one JSON line of timings
-
-
 def run_stage(main: Callable[[list[str]], None]) -> None:
     """Run a stage's main and exit: 0; 2 after one line for a user-fixable error; 130 after one
     line for Ctrl-C (143 for SIGTERM in training). Anything else raises as usual (a traceback)."""
     startup_s, start = _process_age_s(), time.perf_counter()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on Ctrl-C is KeyboardInterrupt, caught below
+    log = None
     try:
+        log = stage_log()  # checked first: a bad path would otherwise fail after the work
         main(sys.argv[1:])
         code = 0
     except KeyboardInterrupt:  # Ctrl-C outside training's safe points: the atomic writers kept nothing half-written
@@ -47,8 +47,8 @@ def run_stage(main: Callable[[list[str]], None]) -> None:
     except ResoMapError as error:
         print(f"error: {error}", file=sys.stderr)
         code = error.exit_code
-    if os.environ.get(STAGE_LOG):
-        _log_timings(Path(os.environ[STAGE_LOG]), startup_s, time.perf_counter() - start)
+    if log is not None:
+        _log_timings(log, startup_s, time.perf_counter() - start)
     _exit_now(code)
 
 

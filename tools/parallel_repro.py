@@ -30,6 +30,7 @@ from graphlib import TopologicalSorter
 from queue import SimpleQueue
 
 from resomap.core.errors import ResoMapError
+from resomap.core.gpu_claim import visible_gpu_ids
 from resomap.core.stage import run_stage
 
 StageGraph = dict[str, set[str]]
@@ -49,9 +50,7 @@ def visible_gpus() -> list[str]:
     """The CUDA_VISIBLE_DEVICES entries a worker may get, indexed like torch's devices."""
     import torch
 
-    count = torch.cuda.device_count()
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return listed.split(",")[:count] if listed is not None else [str(index) for index in range(count)]
+    return visible_gpu_ids(torch.cuda.device_count())
 
 
 def plan_workers(gpus: list[int] | None, workers: int | None, visible: list[str]) -> list[Worker]:

@@ -3,27 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
 from resomap.core.environment import DEVICE_ENV, device_choice
 from resomap.core.errors import ResoMapError
+from resomap.core.gpu_claim import claim_gpu, visible_gpu_ids
 
 
 def pick_device() -> torch.device:
-    """RESOMAP_DEVICE=auto|cpu|cuda|cuda:N; auto picks CUDA when present."""
+    """RESOMAP_DEVICE=auto|cpu|cuda|cuda:N. auto is the CPU without a GPU, else a GPU this process
+    claims (resomap/core/gpu_claim.py), so concurrent stages spread over the host's GPUs. A chosen
+    GPU becomes the current device: CUDA events and streams follow it."""
     choice = device_choice()
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
+    if choice == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if choice == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise ResoMapError(f"{DEVICE_ENV}={choice} but no CUDA device is visible: unset it or use cpu")
-    device = torch.device(choice)
-    if device.index is not None and device.index >= torch.cuda.device_count():
+    index = _claimed_gpu() if choice in ("auto", "cuda") else torch.device(choice).index
+    if index >= torch.cuda.device_count():
         raise ResoMapError(
             f"{DEVICE_ENV}={choice} but only {torch.cuda.device_count()} GPU(s) are visible: "
             f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}, or unset it"
         )
-    return device
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def _claimed_gpu() -> int:
+    """The GPU this process claims; 0 with one GPU, and under torchrun, where each rank takes its
+    LOCAL_RANK. When every GPU is claimed already, the stage shares the first and says so."""
+    count = torch.cuda.device_count()
+    if count == 1 or "LOCAL_RANK" in os.environ:
+        return 0
+    index = claim_gpu(visible_gpu_ids(count))
+    if index is None:
+        print(f"all {count} GPUs are claimed by other stages on this host: sharing cuda:0", flush=True)
+        return 0
+    return index
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:

@@ -28,6 +28,9 @@ def on_tmpfs(folder: Path, options: str, command: list[str], cwd: Path, env: dic
     Skips the test where this host cannot make a mount namespace."""
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is not installed")
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.strip()}")
     folder.mkdir(parents=True, exist_ok=True)
     left = cwd / ".left-on-tmpfs.txt"
     done = subprocess.run(

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from helpers.env import REPO, stage_env
+from helpers.env import stage_env
+from helpers.study_repo import shipped_params
 from resomap.core.config import DataParams
 from resomap.core.errors import ResoMapError
 from resomap.prepare.fingerprint import source_fingerprint
@@ -120,18 +121,8 @@ def check(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stages.check"], cwd=cwd, env=env or stage_env(), capture_output=True, text=True, timeout=60)
 
 
-def params_dir(tmp_path: Path, **changes) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.update(changes)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp_path
-
-
 def test_the_check_stage_writes_the_fingerprint_for_a_folder(tmp_path, folder):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(source="imagefolder", path=str(folder))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = check(tmp_path)
+    done = check(shipped_params(tmp_path, {"data.source": "imagefolder", "data.path": str(folder)}))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("check: params.yaml valid (9 cells); data: imagefolder, 6 files, ")
     assert yaml.safe_load((tmp_path / "data/source.json").read_text())["files"] == 6
@@ -143,24 +134,21 @@ def test_the_check_stage_writes_the_fingerprint_for_a_folder(tmp_path, folder):
         ({"models": ["resnet_18"]}, "error: unknown model 'resnet_18' in models: did you mean resnet18"),
         ({"models": ["vgg11"], "resolutions": [16, 32]},
          "error: resolution 16 is too small for vgg11: it needs at least 32; remove 16 from resolutions or vgg11 from models"),
-        ({"trian": {"epochs": 20}}, "error: unknown key 'trian' in params.yaml: did you mean 'train'?"),
+        ({"trian.epochs": 20}, "error: unknown key 'trian' in params.yaml: did you mean 'train'?"),
     ],
 )
 def test_the_check_stage_refuses_the_grid_in_one_line(tmp_path, changes, message):
-    done = check(params_dir(tmp_path, **changes))
+    done = check(shipped_params(tmp_path, changes))
     assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr
     assert not (tmp_path / "data").exists()
 
 
 def test_the_check_stage_refuses_a_bad_runtime_variable(tmp_path):
-    done = check(params_dir(tmp_path), stage_env(RESOMAP_DEVICE="gpu0"))
+    done = check(shipped_params(tmp_path), stage_env(RESOMAP_DEVICE="gpu0"))
     assert done.returncode == 2
     assert done.stderr.strip() == "error: RESOMAP_DEVICE='gpu0' is not a device: use auto, cpu, cuda or cuda:N (N the GPU index), or unset it"
 
 
 def test_the_check_stage_refuses_a_missing_folder(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(source="imagefolder", path=str(tmp_path / "nowhere"))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = check(tmp_path)
+    done = check(shipped_params(tmp_path, {"data.source": "imagefolder", "data.path": str(tmp_path / "nowhere")}))
     assert done.returncode == 2 and "does not exist: set data.path to a folder of class folders" in done.stderr

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from helpers.env import REPO, stage_env
+from helpers.env import stage_env
 from helpers.small_disk import file_size_limit, on_tmpfs, tree
+from helpers.study_repo import shipped_params
 from resomap.core import io
 from resomap.core.errors import ResoMapError
 from resomap.core.io import save_state_dict
@@ -25,13 +25,8 @@ from resomap.models.registry import build_model
 
 def study_dir(path: Path, **data) -> Path:
     """A folder holding params.yaml (the shipped one, one cell at 32 px, tiny training, `data` changes)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.update(models=["tiny_cnn"], resolutions=[32], seeds=[0])
-    params["train"].update(epochs=1, warmup_epochs=0)
-    params["data"].update(data)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "params.yaml").write_text(yaml.safe_dump(params))
-    return path
+    grid = {"models": ["tiny_cnn"], "resolutions": [32], "seeds": [0], "train.epochs": 1, "train.warmup_epochs": 0}
+    return shipped_params(path, grid | {f"data.{key}": value for key, value in data.items()})
 
 
 def stage(cwd: Path, *argv: str, **popen) -> subprocess.CompletedProcess:

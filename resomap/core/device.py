@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from resomap.core.environment import DEVICE_ENV, device_choice
+from resomap.core.environment import DEVICE_ENV, device_choice, requested_processes
 from resomap.core.errors import ResoMapError
 from resomap.core.gpu_claim import claim_gpu, visible_gpu_ids
 
@@ -34,10 +34,11 @@ def pick_device() -> torch.device:
 
 
 def _claimed_gpu() -> int:
-    """The GPU this process claims; 0 with one GPU, and under torchrun, where each rank takes its
-    LOCAL_RANK. When every GPU is claimed already, the stage shares the first and says so."""
+    """The GPU this process claims; 0 with one GPU, and under torchrun (or about to relaunch under
+    it), where each rank takes its LOCAL_RANK. When every GPU is claimed already, the stage shares
+    the first and says so."""
     count = torch.cuda.device_count()
-    if count == 1 or "LOCAL_RANK" in os.environ:
+    if count == 1 or "LOCAL_RANK" in os.environ or requested_processes() > 1:
         return 0
     index = claim_gpu(visible_gpu_ids(count))
     if index is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,36 +28,26 @@ def prepared_dir(resolution: int) -> Path:
     return Path("data/prepared") / str(resolution)
 
 
-def model_dir(cell: Cell) -> Path:
-    return Path("models") / cell.key
+def _per_cell(root: str) -> Callable[[Cell], Path]:
+    """The folder of one cell under `root`: root/MODEL/RESOLUTION/SEED."""
+
+    def folder(cell: Cell) -> Path:
+        return Path(root) / cell.key
+
+    return folder
 
 
-def train_metrics_dir(cell: Cell) -> Path:
-    return Path("metrics/train") / cell.key
-
-
-def evaluate_metrics_dir(cell: Cell) -> Path:
-    return Path("metrics/evaluate") / cell.key
-
-
-def evaluate_plots_dir(cell: Cell) -> Path:
-    return Path("plots/evaluate") / cell.key
+model_dir = _per_cell("models")
+train_metrics_dir = _per_cell("metrics/train")
+evaluate_metrics_dir = _per_cell("metrics/evaluate")
+evaluate_plots_dir = _per_cell("plots/evaluate")
+explain_metrics_dir = _per_cell("metrics/explain")
+explanations_dir = _per_cell("explanations")
+explain_plots_dir = _per_cell("plots/explain")
 
 
 def profile_metrics_dir(model: str, resolution: int) -> Path:
     return Path("metrics/profile") / model / str(resolution)
-
-
-def explain_metrics_dir(cell: Cell) -> Path:
-    return Path("metrics/explain") / cell.key
-
-
-def explanations_dir(cell: Cell) -> Path:
-    return Path("explanations") / cell.key
-
-
-def explain_plots_dir(cell: Cell) -> Path:
-    return Path("plots/explain") / cell.key
 
 
 REPORTS_DIR = Path("reports")

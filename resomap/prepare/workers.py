@@ -76,10 +76,21 @@ def resize_pool(splits: dict[str, list[Sample]], workers: int) -> Iterator[Execu
         yield pool
 
 
+LABELS = np.int64  # labels.npy: one per image, written whole once the images are in
+
+
+def split_arrays(count: int, resolution: int, with_masks: bool) -> dict[str, tuple[tuple[int, ...], type]]:
+    """The shape and dtype of each array write_split fills row by row for `count` images."""
+    arrays = {"images": ((count, resolution, resolution, 3), np.uint8)}
+    if with_masks:
+        arrays["masks"] = ((count, resolution, resolution), np.bool_)
+    return arrays
+
+
 def split_bytes(count: int, resolution: int, with_masks: bool) -> int:
     """What write_split puts on disk for `count` images, headers aside."""
-    per_image = resolution * resolution * (3 + int(with_masks)) + np.dtype(np.int64).itemsize
-    return count * per_image
+    arrays = split_arrays(count, resolution, with_masks).values()
+    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in arrays) + count * np.dtype(LABELS).itemsize
 
 
 def write_split(
@@ -88,9 +99,7 @@ def write_split(
     """folder/images.npy (uint8 N x R x R x 3), labels.npy (int64 N) and, with masks, masks.npy
     (bool N x R x R), in the source's order (image i stays image i); each file appears complete or
     not at all. `pool` comes from `resize_pool` over the same splits: workers look samples up by name."""
-    shapes = {"images": ((len(samples), resolution, resolution, 3), np.uint8)}
-    if with_masks:
-        shapes["masks"] = ((len(samples), resolution, resolution), np.bool_)
+    shapes = split_arrays(len(samples), resolution, with_masks)
     starts = range(0, len(samples), CHUNK)
     stops = [min(start + CHUNK, len(samples)) for start in starts]
     with ExitStack() as files_in_progress:
@@ -105,4 +114,4 @@ def write_split(
         with tqdm(total=len(samples), desc=f"prepare {resolution}px {split}", unit="img", leave=False, mininterval=1.0) as bar:
             for count in done:
                 bar.update(count)
-    io.write_npy(folder / "labels.npy", np.array([s.label for s in samples], dtype=np.int64))
+    io.write_npy(folder / "labels.npy", np.array([s.label for s in samples], dtype=LABELS))

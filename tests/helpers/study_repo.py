@@ -103,6 +103,14 @@ def set_params(repo: Path, changes: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def shipped_params(folder: Path, changes: dict | None = None) -> Path:
+    """`folder` holding the project's params.yaml with `changes` (dotted keys, as set_params)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    set_params(folder, changes or {})
+    return folder
+
+
 def make_study_repo(path: Path, tiny: bool = True) -> Path:
     """A git + DVC repo holding the project's code and a tiny params.yaml (the project's own
     params.yaml, the default study, with tiny=False)."""

@@ -73,7 +73,7 @@ def import_profile(kind: str, cwd: Path, env: dict, top: int = 6) -> dict:
 def smallest_cells(repo: Path) -> dict[str, tuple[str, list[str]]]:
     """Per kind: the DVC stage name and the argv of the study's smallest cell."""
     params = load_params(repo / "params.yaml")
-    model, resolution, seed = params.models[0], str(min(params.resolutions)), str(params.seeds[0])
+    model, resolution, seed = params.models[0], str(min(params.grid_resolutions)), str(params.seeds[0])
     cell = f"{model}-{resolution}-{seed}"
     return {
         "check": ("check", []),

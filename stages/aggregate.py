@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
         raise usage_error(__doc__)
     params = load_params()
     io.check_writable(REPORTS_DIR)
-    cells = [Cell(*c) for c in itertools.product(params.models, sorted(params.resolutions), params.seeds)]
+    cells = [Cell(*c) for c in itertools.product(params.models, sorted(params.grid_resolutions), params.seeds)]
     study = load_study(cells)
     analysis = analyse(study, params.aggregate)
     write_csv(REPORTS_DIR / "cells.csv", study.table)

@@ -1,6 +1,7 @@
 """Usage: python -m stages.check
 
-The pipeline's first stage, which DVC runs on every `dvc repro` (always_changed): it checks all of
+The pipeline's first stage, which DVC runs on every `dvc repro` (always_changed): it checks that
+params.yaml is conf/'s composition, untouched since (resomap/core/composition.py), and all of
 params.yaml (unknown keys at any depth, types, ranges, finite numbers, every model name against
 the registry and at every resolution), the runtime variables and the data source, before any stage
 touches an output (DVC deletes a stage's outputs before it runs the stage). It writes
@@ -9,7 +10,10 @@ changes only when those files do, so a valid edit still reruns only the stages w
 changed, and an invalid one stops the pipeline here with one line.
 """
 
+from pathlib import Path
+
 from resomap.core import io
+from resomap.core.composition import check_composed
 from resomap.core.config import load_params
 from resomap.core.environment import check_environment
 from resomap.core.grid import SOURCE_FINGERPRINT
@@ -21,14 +25,15 @@ from resomap.prepare.fingerprint import source_fingerprint
 def main(argv: list[str]) -> None:
     if argv:
         raise usage_error(__doc__)
+    check_composed(Path.cwd())
     params = load_params()
     check_environment()
     for model in params.models:
-        for resolution in params.resolutions:
+        for resolution in params.grid_resolutions:
             check_model(model, resolution)
     fingerprint = source_fingerprint(params.data)
     io.write_json(SOURCE_FINGERPRINT, fingerprint)
-    cells = len(params.models) * len(params.resolutions) * len(params.seeds)
+    cells = len(params.models) * len(params.grid_resolutions) * len(params.seeds)
     files = f"{fingerprint['files']:,} files, {fingerprint['bytes'] / 1e6:,.1f} MB in {fingerprint['path']}" if "files" in fingerprint else "built in"
     print(f"check: params.yaml valid ({cells} cells); data: {params.data.source}, {files}")
 

@@ -162,11 +162,22 @@ def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path):
     assert message.startswith(f"{path} is not valid YAML (line ") and message.endswith("): fix the syntax there")
 
 
-def test_a_key_added_with_plus_is_refused_with_the_close_key():
+def test_resolution_runs_the_grid_at_one_size_and_is_validated():
     raw = shipped()
-    raw["resolution"] = 512  # what `dvc exp run -S '+resolution=512'` writes
-    with pytest.raises(ParamsError, match=r"unknown key 'resolution' in params.yaml: did you mean 'resolutions'\?"):
+    assert raw["resolution"] is None and parse_params(raw).grid_resolutions == raw["resolutions"]
+    raw["resolution"] = 512  # what `dvc exp run -S resolution=512` composes
+    assert parse_params(raw).grid_resolutions == [512]
+    raw["resolution"] = 0
+    with pytest.raises(ParamsError, match=r"resolution must be a positive pixel size, or null for every size in resolutions; got 0"):
         check(raw)
+    raw["resolution"] = [512]
+    with pytest.raises(ParamsError, match=r"resolution must be an integer, got \[512\]"):
+        check(raw)
+
+
+def test_the_shipped_grid_is_the_composed_one():
+    params = load_params(REPO / "params.yaml")
+    assert params.grid is not None and params.grid.resolutions == params.grid_resolutions
 
 
 def test_resolutions_that_are_not_integers_are_named():

@@ -1,4 +1,4 @@
-"""tools.parallel_repro: worker planning, and on real DVC which stages are pending and in what order,
+"""tools.parallel_repro: worker planning, and on real DVC (tools.dag) which stages are pending and in what order,
 and bad input (the whole grid on two workers is in tests/e2e/test_parallel_repro_grid.py)."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, copy_of, parallel_repro
+from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, copy_of, parallel_repro, tiny_graph
 from helpers.study_repo import dvc, make_study_repo
 from resomap.core.errors import ResoMapError
-from tools.parallel_repro import Worker, always_changed_stages, may_start, pending_graph, plan_workers, wait_awake, waves
+from tools.dag import always_changed_stages, pending_graph, waves
+from tools.parallel_repro import Worker, may_start, plan_workers, wait_awake
 
 # --- workers: pure logic --------------------------------------------------------------------------
 
@@ -92,6 +93,7 @@ def test_a_fresh_repo_is_all_pending_in_dag_order(fresh_repo, monkeypatch):
     assert graph["train@tiny_cnn-16-0"] == {"prepare@16"}
     assert graph["explain@tiny_cnn-24-0"] == {"prepare@24", "train@tiny_cnn-24-0"}
     assert graph["aggregate"] == CELLS | PROFILE
+    assert graph == tiny_graph()  # the graph tests/test_slurm_repro.py plans from
     assert [set(wave) for wave in waves(graph)] == [
         PREPARE,
         PROFILE | {"train@tiny_cnn-16-0", "train@tiny_cnn-24-0"},

@@ -32,9 +32,7 @@ from queue import SimpleQueue
 from resomap.core.errors import ResoMapError
 from resomap.core.gpu_claim import visible_gpu_ids
 from resomap.core.stage import run_stage
-
-StageGraph = dict[str, set[str]]
-"""Each pending stage (DVC's name for it) with the pending stages it waits for."""
+from tools.dag import StageGraph, always_changed_stages, pending_graph, run_first, waves
 
 TIMING_STAGE = "profile@"  # its timings hold only on a CPU nothing else uses (shared: 204 ms/img, alone: 0.61)
 SIGNAL_POLL_S = 0.2  # how often the main thread wakes while stages run, to handle Ctrl-C
@@ -70,64 +68,6 @@ def plan_workers(gpus: list[int] | None, workers: int | None, visible: list[str]
     if not chosen:
         return [Worker(f"cpu {index}", "") for index in range(count)]
     return [Worker(f"gpu {gpu}", gpu) for gpu in (chosen[index % len(chosen)] for index in range(count))]
-
-
-@contextlib.contextmanager
-def dvc_graph(targets: list[str]):
-    """DVC's repo and the graph `dvc repro [TARGET ...]` would consider, read through DVC's own API;
-    the repo is closed on exit, so it holds no DVC lock while workers run."""
-    from dvc.exceptions import DvcException, NotDvcRepoError
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import collect_stages, get_active_graph, get_subgraph
-
-    try:
-        repo = Repo(os.curdir)
-    except NotDvcRepoError:
-        raise ResoMapError(f"{os.getcwd()} is not in a DVC repo: run this from the repo root") from None
-    with repo:
-        if os.path.realpath(repo.root_dir) != os.path.realpath(os.curdir):
-            raise ResoMapError(f"run this from the DVC repo root {repo.root_dir}, not {os.getcwd()}")
-        try:
-            # An edge points from a stage to a stage it depends on; frozen stages lose theirs, as in dvc repro.
-            graph = get_active_graph(repo.index.graph)
-            yield repo, get_subgraph(graph, collect_stages(repo, targets)) if targets else graph
-        except DvcException as error:
-            raise ResoMapError(f"dvc: {error}") from None
-
-
-def always_changed_stages(targets: list[str]) -> list[str]:
-    """The stages DVC runs on every repro (dvc.yaml's check): run first, alone, before the rest is planned."""
-    with dvc_graph(targets) as (_, graph):
-        return sorted(stage.addressing for stage in graph if stage.always_changed)
-
-
-def pending_graph(targets: list[str]) -> StageGraph:
-    """What `dvc repro [TARGET ...]` would have to run, once the always-changed stages have run."""
-    import networkx as nx
-
-    with dvc_graph(targets) as (repo, graph):
-        changed = set(repo.status())
-        stale = [stage for stage in graph if stage.addressing in changed and not stage.always_changed]
-        pending = set(stale).union(*(nx.ancestors(graph, stage) for stage in stale))
-        return {s.addressing: {dep.addressing for dep in graph.successors(s) if dep in pending} for s in pending}
-
-
-def run_first(stage: str) -> None:
-    """`dvc repro -s STAGE` in the foreground; its failure (check refusing params.yaml) stops everything."""
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", stage])
-    if done.returncode:
-        raise ResoMapError(f"stage {stage} failed (its message is above): nothing else was started")
-
-
-def waves(graph: StageGraph) -> list[list[str]]:
-    """The stages in the order they can start: each wave needs only the waves before it."""
-    sorter = TopologicalSorter(graph)
-    sorter.prepare()
-    out = []
-    while sorter.is_active():
-        out.append(sorted(sorter.get_ready()))
-        sorter.done(*out[-1])
-    return out
 
 
 def may_start(ready: list[str], running: list[str], alone: set[str]) -> list[str]:

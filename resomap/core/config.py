@@ -18,6 +18,7 @@ from typing import Literal
 
 import yaml
 
+from resomap.core.composition import effective_resolutions
 from resomap.core.errors import ResoMapError
 
 
@@ -130,16 +131,32 @@ class AggregateParams:
 
 
 @dataclass(frozen=True)
+class Grid:
+    """Written by composition (resomap/core/composition.py), read by dvc.yaml's matrix; the check
+    stage's stamp check keeps it equal to `Params.grid_resolutions`."""
+
+    resolutions: list[int]
+
+
+@dataclass(frozen=True)
 class Params:
     models: list[str]
     resolutions: list[int]
     seeds: list[int]
+    resolution: int | None = None  # set: the whole grid at this one size instead of `resolutions`
     data: DataParams = field(default_factory=DataParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     profile: ProfileParams = field(default_factory=ProfileParams)
     explain: ExplainParams = field(default_factory=ExplainParams)
     aggregate: AggregateParams = field(default_factory=AggregateParams)
+    grid: Grid | None = None
+    composed: str = ""  # composition's stamp, checked by the check stage
+
+    @property
+    def grid_resolutions(self) -> list[int]:
+        """The cells' resolutions: the ones dvc.yaml's matrix runs."""
+        return effective_resolutions(self.resolution, self.resolutions)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -271,6 +288,8 @@ def _validate_grid(params: Params) -> None:
     for resolution in params.resolutions:
         if resolution <= 0:
             raise ParamsError(f"resolutions contains {resolution}: resolutions must be positive pixel sizes")
+    if params.resolution is not None and params.resolution <= 0:
+        raise ParamsError(f"resolution must be a positive pixel size, or null for every size in resolutions; got {params.resolution}")
 
 
 def _validate_data(data: DataParams) -> None:

@@ -1,5 +1,5 @@
-"""Real DVC: a bad params.yaml stops `dvc repro` / `dvc exp run` at the check stage, before DVC
-has deleted any output; the run-cache sees every param; an image folder's files are a dependency."""
+"""Real DVC: a bad edit of the study (conf/config.yaml, composed into params.yaml) stops `dvc repro`
+/ `dvc exp run` at the check stage, before DVC has deleted any output; the run-cache sees every param; an image folder's files are a dependency."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from helpers.study_repo import dvc, file_digests, git_commit, make_study_repo, proc, ran, repro, set_params, tool_env
+from helpers.study_repo import compose, dvc, file_digests, git_commit, make_study_repo, proc, ran, reproduced_study, set_params, tool_env
 
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> Path:
-    repo = make_study_repo(tmp_path_factory.mktemp("guard") / "study")
-    repro(repo)
-    git_commit(repo, "reproduced")
-    return repo
+    return reproduced_study(tmp_path_factory.mktemp("guard") / "study")
 
 
 def dvc_fails(repo: Path, *args: str) -> tuple[str, str]:
@@ -33,8 +30,10 @@ def dvc_fails(repo: Path, *args: str) -> tuple[str, str]:
 
 
 def append(repo: Path, text: str) -> None:
-    with (repo / "params.yaml").open("a") as f:
+    """Add `text` to the end of conf/config.yaml, as a user would, and compose."""
+    with (repo / "conf/config.yaml").open("a") as f:
         f.write(text)
+    compose(repo)
 
 
 @pytest.mark.parametrize(
@@ -61,11 +60,11 @@ def test_a_bad_edit_stops_at_check_and_every_output_stays(reproduced, tmp_path, 
     assert not (repo / "PWNED").exists()
 
 
-def test_a_key_added_with_plus_is_refused_by_dvc_exp_run(reproduced, tmp_path):
+def test_a_misspelt_key_added_with_plus_is_refused_by_dvc_exp_run(reproduced, tmp_path):
     repo = tmp_path / "study"
     shutil.copytree(reproduced, repo, symlinks=True)
-    line, output = dvc_fails(repo, "exp", "run", "-S", "+resolution=512")
-    assert line == "error: unknown key 'resolution' in params.yaml: did you mean 'resolutions'?", output
+    line, output = dvc_fails(repo, "exp", "run", "-S", "+resolutoin=512")
+    assert line == "error: unknown key 'resolutoin' in params.yaml: did you mean 'resolution'?", output
     assert "Running stage 'prepare" not in output
 
 

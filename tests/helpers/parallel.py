@@ -1,4 +1,5 @@
-"""The tiny study's stage names and the helpers of the tests that drive tools.parallel_repro."""
+"""The tiny study's stage names and graph, and the helpers of the tests that drive tools.parallel_repro
+(and tools.slurm_repro)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,19 @@ CELLS = {f"{stage}@tiny_cnn-{r}-0" for stage in ("train", "evaluate", "explain")
 PROFILE = {"profile@tiny_cnn-16", "profile@tiny_cnn-24"}
 EXPLAIN = {"explain@tiny_cnn-16-0", "explain@tiny_cnn-24-0"}
 EVERY_STAGE = PREPARE | CELLS | PROFILE | {"aggregate"}
+
+
+def tiny_graph() -> dict[str, set[str]]:
+    """The tiny study's pending graph on a fresh repo, each stage with the stages it needs (what
+    tools.dag.pending_graph returns there: tests/test_parallel_repro.py)."""
+    graph: dict[str, set[str]] = {f"prepare@{r}": set() for r in (16, 24)}
+    for r in (16, 24):
+        graph[f"profile@tiny_cnn-{r}"] = {f"prepare@{r}"}
+        graph[f"train@tiny_cnn-{r}-0"] = {f"prepare@{r}"}
+        for stage in ("evaluate", "explain"):
+            graph[f"{stage}@tiny_cnn-{r}-0"] = {f"prepare@{r}", f"train@tiny_cnn-{r}-0"}
+    graph["aggregate"] = CELLS | PROFILE
+    return graph
 
 
 def parallel_repro(repo: Path, *args: str) -> subprocess.CompletedProcess:

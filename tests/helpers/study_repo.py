@@ -93,19 +93,36 @@ def git_commit(repo: Path, message: str) -> None:
 
 
 def set_params(repo: Path, changes: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in changes.items():
-        section = params
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            section = section.setdefault(parent, {})
-        section[leaf] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    """Edit the study where a user does, conf/config.yaml (`changes` by dotted key), and compose
+    params.yaml from it."""
+    conf = repo / "conf" / "config.yaml"
+    if changes:  # a rewrite drops conf's comments, which changes its stamp
+        study = yaml.safe_load(conf.read_text())
+        for key, value in changes.items():
+            section = study
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                section = section.setdefault(parent, {})
+            section[leaf] = value
+        conf.write_text(yaml.safe_dump(study, sort_keys=False))
+    compose(repo)
+
+
+def compose(repo: Path, *overrides: str) -> str:
+    """`python -m tools.compose OVERRIDES` in `repo` (the project's own tools when `repo` has no
+    copy); must succeed."""
+    return run([sys.executable, "-m", "tools.compose", *overrides], repo, tool_env(PYTHONPATH=str(REPO)))
+
+
+COMPOSITION = ("conf", "hydra_plugins")  # what composing params.yaml reads, besides tools/compose.py
 
 
 def shipped_params(folder: Path, changes: dict | None = None) -> Path:
-    """`folder` holding the project's params.yaml with `changes` (dotted keys, as set_params)."""
+    """`folder` holding the project's conf/ with `changes` (dotted keys, as set_params) and the
+    params.yaml composed from it."""
     folder.mkdir(parents=True, exist_ok=True)
+    for name in COMPOSITION:
+        shutil.copytree(REPO / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     shutil.copy(REPO / "params.yaml", folder / "params.yaml")
     set_params(folder, changes or {})
     return folder
@@ -116,13 +133,14 @@ def make_study_repo(path: Path, tiny: bool = True) -> Path:
     params.yaml, the default study, with tiny=False)."""
     path.mkdir()
     ignore = shutil.ignore_patterns("__pycache__")
-    for folder in ("resomap", "stages", "tools"):
+    for folder in ("resomap", "stages", "tools", *COMPOSITION):
         shutil.copytree(REPO / folder, path / folder, ignore=ignore)
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, path / name)
     run(["git", "init", "-q"], path)
     dvc(path, "init", "-q")
     shutil.copytree(REPO / ".dvc/plots", path / ".dvc/plots")
+    shutil.copy(REPO / ".dvc/config", path / ".dvc/config")  # hydra.enabled: dvc exp run composes conf/
     if tiny:
         flat = {"models": TINY["models"], "resolutions": TINY["resolutions"], "seeds": TINY["seeds"]}
         for section in ("data", "train", "profile", "explain"):
@@ -130,6 +148,14 @@ def make_study_repo(path: Path, tiny: bool = True) -> Path:
         set_params(path, flat)
     git_commit(path, "tiny study" if tiny else "the default study")
     return path
+
+
+def reproduced_study(path: Path) -> Path:
+    """make_study_repo at `path`, reproduced and committed: where tests that edit a finished study start."""
+    repo = make_study_repo(path)
+    repro(repo)
+    git_commit(repo, "reproduced")
+    return repo
 
 
 def _flatten(prefix: str, tree: dict) -> dict:

@@ -12,7 +12,7 @@ from dvclive import Live
 
 from resomap.core import io
 from resomap.core.config import Params, load_params
-from resomap.core.device import configure_backends, pick_device
+from resomap.core.device import configure_backends, numerics, pick_device
 from resomap.core.errors import Interrupted
 from resomap.core.grid import Cell, model_dir, prepared_dir, train_metrics_dir
 from resomap.core.stage import StopSignals, cell_from_argv, run_stage
@@ -100,6 +100,9 @@ def train_cell(cell: Cell, params: Params, ranks: Ranks, device: torch.device) -
             micro_batch_size=result.micro_batch_size,
             oom_backoffs=result.oom_backoffs,
             compile_seconds=result.compile_seconds,
+            data_placement=result.data_placement,
+            data_placement_reason=result.data_placement_reason,
+            **numerics(device),
         )
     io.save_state_dict(model_dir(cell) / "model.pt", result.best_state)
     store.clear()

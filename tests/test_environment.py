@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from resomap.core.device import pick_device
-from resomap.core.environment import check_environment, device_choice, requested_processes
+from resomap.core.environment import check_environment, deterministic_mode, device_choice, requested_processes
 from resomap.core.errors import ResoMapError
 from resomap.train.distributed import check_process_count
 
@@ -47,3 +47,21 @@ def test_a_stage_log_in_a_missing_folder_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("RESOMAP_STAGE_LOG", str(tmp_path / "nowhere" / "stages.jsonl"))
     with pytest.raises(ResoMapError, match=r"RESOMAP_STAGE_LOG=.*: its folder .*nowhere does not exist: create it, or unset"):
         check_environment()
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "2", "on", "", " 1"])
+def test_a_bad_deterministic_switch_is_one_line(monkeypatch, value):
+    monkeypatch.setenv("RESOMAP_DETERMINISTIC", value)
+    with pytest.raises(ResoMapError, match=r"^RESOMAP_DETERMINISTIC=.* is not 0 or 1: set it to 1 for deterministic GPU kernels") as error:
+        check_environment()
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("value,expected", [("0", False), ("1", True), (None, False)])
+def test_the_deterministic_switch_is_0_or_1_and_off_when_unset(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("RESOMAP_DETERMINISTIC", raising=False)
+    else:
+        monkeypatch.setenv("RESOMAP_DETERMINISTIC", value)
+    assert deterministic_mode() is expected
+    check_environment()

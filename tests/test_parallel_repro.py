@@ -15,7 +15,7 @@ from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, copy_of, para
 from helpers.study_repo import dvc, make_study_repo
 from resomap.core.errors import ResoMapError
 from tools.dag import always_changed_stages, pending_graph, waves
-from tools.parallel_repro import Worker, may_start, plan_workers, wait_awake
+from tools.parallel_repro import Scheduler, Worker, may_start, plan_workers, timing_stages, wait_awake
 
 # --- workers: pure logic --------------------------------------------------------------------------
 
@@ -52,6 +52,29 @@ def test_a_timing_stage_starts_only_on_an_idle_host_and_holds_the_others_back():
     assert may_start(["profile@a"], [], alone) == ["profile@a"]
     assert may_start(["train@b"], ["profile@a"], alone) == []
 
+
+
+def test_profile_runs_alone_on_gpu_workers_too():
+    """On GPUs profile still times the host's cores and reads a whole-GPU energy counter, and with
+    more workers than GPUs two stages would share one: it never runs beside another stage."""
+    graph = {"train@a-16-0": set(), "train@b-16-0": set(), "profile@a-16": set(), "profile@b-16": set()}
+    assert timing_stages(graph) == {"profile@a-16", "profile@b-16"}
+    workers = plan_workers(None, 3, ["0", "1"])  # three workers on two GPUs
+    running, overlaps, lock = set(), [], threading.Lock()
+
+    class Recording(Scheduler):
+        def _repro(self, stage: str, worker: Worker) -> str:
+            with lock:
+                if running and (stage.startswith("profile@") or any(s.startswith("profile@") for s in running)):
+                    overlaps.append((stage, sorted(running)))
+                running.add(stage)
+            time.sleep(0.05)
+            with lock:
+                running.discard(stage)
+            return "ran"
+
+    summary = Recording(graph, workers, timing_stages(graph)).run()
+    assert summary.stages("ran") == sorted(graph) and overlaps == []
 
 def test_a_ctrl_c_delivered_to_a_worker_thread_still_stops_the_wait_at_once():
     """The kernel may hand SIGINT to any thread; Python handles it in the main thread only when that

@@ -12,10 +12,11 @@ import torch
 from resomap.core import io
 from resomap.core.config import EarlyStopping, TrainParams
 from resomap.core.errors import ResoMapError
+from resomap.core.grid import Cell
 from resomap.data.prepared import load_prepared
 from resomap.models.registry import build_model
 from resomap.train import step as training
-from resomap.train.checkpoint import Checkpointer
+from resomap.train.checkpoint import Checkpointer, ResumeStore, resume_key
 from resomap.train.fit import fit
 
 CPU = torch.device("cpu")
@@ -140,3 +141,20 @@ def test_out_of_memory_at_micro_batch_1_is_a_one_line_error(tiny_synthetic, monk
     monkeypatch.setattr(training, "forward_backward", always_oom)
     with pytest.raises(ResoMapError, match="out of memory even at micro-batch 1"):
         run_fit(data, train_params(batch_size=4))
+
+
+def test_a_state_saved_under_another_autocast_dtype_is_not_resumed(tiny_synthetic, tmp_path, monkeypatch, capsys):
+    """train.amp: auto is bf16 on a GPU that has it and fp16 on one that has not: same params, same
+    device type, different numerics, so the resume key tells them apart."""
+    data = load_prepared(tiny_synthetic, ("train", "val"))
+    cell, train, gpu = Cell("tiny_cnn", 32, 0), train_params(amp="auto"), torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args, **kwargs: (9, 0))  # the key records TF32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    bf16 = resume_key(cell, train, data, gpu)
+    ResumeStore(cell, bf16, tmp_path).save({"epoch": 1})
+    assert ResumeStore(cell, bf16, tmp_path).resumed["epoch"] == 1
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    fp16 = resume_key(cell, train, data, gpu)
+    assert {part for part in bf16 if bf16[part] != fp16[part]} == {"autocast"}
+    assert ResumeStore(cell, fp16, tmp_path).resumed is None
+    assert "ignoring resume state for train tiny_cnn-32-0 (autocast changed); training from scratch" in capsys.readouterr().out

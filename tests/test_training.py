@@ -128,6 +128,48 @@ def test_compiling_ahead_of_training_leaves_no_trace(tiny_synthetic):
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+def test_compiling_ahead_of_training_compiles_every_graph_the_fit_runs(tiny_synthetic, monkeypatch):
+    """After compile_now nothing recompiles: not validation (eval mode under no_grad), not a short
+    last micro-batch, not an out-of-memory back-off to a smaller one.  Dynamo's own tracing with a
+    backend that counts the graphs (no inductor: fast on the CPU)."""
+    import torch._dynamo
+
+    from resomap.train import fit as fitting
+    from resomap.train import step as training
+
+    graphs, real_compile, real_compile_now, real_step = [], torch.compile, fitting.compile_now, training.forward_backward
+    after_compile_now = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(torch.is_grad_enabled())
+        return graph.forward
+
+    def compile_now(*args):
+        seconds = real_compile_now(*args)
+        after_compile_now.append(list(graphs))
+        return seconds
+
+    def oom_once(step, x, y, weight):
+        if not oom_once.raised:
+            oom_once.raised = True
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_step(step, x, y, weight)
+
+    oom_once.raised = False
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend=counting_backend))
+    monkeypatch.setattr(fitting, "compile_now", compile_now)
+    monkeypatch.setattr(training, "forward_backward", oom_once)
+    torch._dynamo.reset()
+    try:
+        # 120 images, batches of 32 in micro-batches of 10 (the last 2), then 5 after the back-off
+        result = state_of("tiny_cnn", load_prepared(tiny_synthetic), train_params(epochs=2, grad_accum_steps=3, compile=True))
+    finally:
+        torch._dynamo.reset()
+    assert (result.micro_batch_size, result.oom_backoffs) == (5, 1)
+    assert set(after_compile_now[0]) == {True, False}, "compile_now compiles the training and the validation graph"
+    assert graphs == after_compile_now[0], "recompiled after compile_now"
+
+
 @pytest.mark.slow
 def test_compiled_training_reports_its_compile_time_apart(tiny_synthetic):
     """train.compile: torch.compile (inductor, here on the CPU) runs the same loop; the compile

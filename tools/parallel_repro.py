@@ -10,8 +10,9 @@ First the always-changed stages (check) run, alone; if one fails nothing else st
 stages `dvc status` then reports as changed plus everything downstream of them (those only show as
 changed once their upstream reran); TARGETs restrict it like `dvc repro TARGET`. --dry runs nothing,
 so it cannot see an image folder that changed since check last ran. Run it from
-the repo root. Without GPUs, `--workers N` runs N CPU workers, and profile stages run alone there
-(they time the CPU the others share). A failed stage stops the stages downstream of it, the others
+the repo root. Without GPUs, `--workers N` runs N CPU workers. Profile stages run alone on
+every kind of worker: they time the host's CPU, and on GPUs read a whole-GPU energy counter, that
+the other stages would share. A failed stage stops the stages downstream of it, the others
 carry on (like `dvc repro --keep-going`), and the exit code is 1; Ctrl-C stops every stage (130).
 """
 
@@ -34,7 +35,7 @@ from resomap.core.gpu_claim import visible_gpu_ids
 from resomap.core.stage import run_stage
 from tools.dag import StageGraph, always_changed_stages, pending_graph, run_first, waves
 
-TIMING_STAGE = "profile@"  # its timings hold only on a CPU nothing else uses (shared: 204 ms/img, alone: 0.61)
+TIMING_STAGE = "profile@"  # its timings hold only on a host nothing else uses (CPU shared: 204 ms/img, alone: 0.61)
 SIGNAL_POLL_S = 0.2  # how often the main thread wakes while stages run, to handle Ctrl-C
 
 
@@ -68,6 +69,14 @@ def plan_workers(gpus: list[int] | None, workers: int | None, visible: list[str]
     if not chosen:
         return [Worker(f"cpu {index}", "") for index in range(count)]
     return [Worker(f"gpu {gpu}", gpu) for gpu in (chosen[index % len(chosen)] for index in range(count))]
+
+
+def timing_stages(graph) -> set[str]:
+    """The stages that run alone, on CPU and GPU workers alike: profile times latency on the host's
+    cores (on a GPU too: the Python loop, kernel launches and synchronisation run there), reads
+    NVML's energy counter of the whole GPU, and shares a GPU outright when there are more workers
+    than GPUs. The GPUs idle while a profile stage runs (seconds per cell)."""
+    return {stage for stage in graph if stage.startswith(TIMING_STAGE)}
 
 
 def may_start(ready: list[str], running: list[str], alone: set[str]) -> list[str]:
@@ -230,8 +239,7 @@ def main(argv: list[str]) -> None:
         for index, wave in enumerate(waves(graph), 1):
             print(f"  wave {index}: {' '.join(wave)}")
         return
-    on_cpu = not workers[0].cuda_visible_devices
-    alone = {stage for stage in graph if on_cpu and stage.startswith(TIMING_STAGE)}
+    alone = timing_stages(graph)
     # Ctrl-C and a batch system's stop both raise KeyboardInterrupt, which stops the stages with SIGINT:
     # also when started with SIGINT ignored (a script's background job), which the stages would inherit
     for stop_signal in (signal.SIGINT, signal.SIGTERM):

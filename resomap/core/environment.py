@@ -1,4 +1,4 @@
-"""The runtime variables: where and how wide a stage runs, never what it computes (docs/params.md).
+"""The runtime variables: where, how wide and how reproducibly a stage runs, never what it computes (docs/params.md).
 
 Each is read here, once, and a bad value stops with one line listing the valid ones. torch is not
 imported, so the check stage validates them all in a fraction of a second before any work.
@@ -15,6 +15,9 @@ from resomap.core.errors import ResoMapError
 DEVICE_ENV = "RESOMAP_DEVICE"
 PROCS_ENV = "RESOMAP_NPROC"
 STAGE_LOG_ENV = "RESOMAP_STAGE_LOG"
+DETERMINISTIC_ENV = "RESOMAP_DETERMINISTIC"
+PLACEMENT_ENV = "RESOMAP_DATA_PLACEMENT"
+PLACEMENTS = ("auto", "device", "host")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -34,6 +37,24 @@ def requested_processes() -> int:
     return int(value)
 
 
+def deterministic_mode() -> bool:
+    """RESOMAP_DETERMINISTIC: 1 runs GPU stages with deterministic kernels and no TF32 or cudnn
+    autotuning (resomap/core/device.py); 0 (default) runs them fast. The CPU is deterministic either way."""
+    value = os.environ.get(DETERMINISTIC_ENV, "0")
+    if value not in ("0", "1"):
+        raise ResoMapError(f"{DETERMINISTIC_ENV}={value!r} is not 0 or 1: set it to 1 for deterministic GPU kernels, 0 or unset for the fast ones")
+    return value == "1"
+
+
+def placement_choice() -> str:
+    """RESOMAP_DATA_PLACEMENT: where a GPU run keeps the training images (resomap/data/placement.py):
+    auto (default), device or host."""
+    value = os.environ.get(PLACEMENT_ENV, "auto")
+    if value not in PLACEMENTS:
+        raise ResoMapError(f"{PLACEMENT_ENV}={value!r} is not a data placement: use auto, device or host, or unset it")
+    return value
+
+
 def stage_log() -> Path | None:
     """RESOMAP_STAGE_LOG: a file each stage run appends one JSON line of timings to (None when unset)."""
     value = os.environ.get(STAGE_LOG_ENV)
@@ -49,4 +70,6 @@ def check_environment() -> None:
     """Every runtime variable, parsed once: the first bad one raises."""
     device_choice()
     requested_processes()
+    deterministic_mode()
+    placement_choice()
     stage_log()

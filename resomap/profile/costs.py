@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import platform
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from resomap.core.config import Params
-from resomap.core.device import amp_dtype, autocast, memory_format
+from resomap.core.device import amp_dtype, autocast, memory_format, numerics
 from resomap.core.oom import with_oom_backoff
 from resomap.optim.optimizers import build_optimizer
 from resomap.profile.energy import driver_version, measure_energy
 from resomap.profile.flops import FLOPS_CONVENTION, count_flops, count_params, model_size_mb
-from resomap.profile.memory import measure_peak_memory
+from resomap.profile.memory import PeakMemory, measure_peak_memory
 from resomap.profile.timing import summarise_latency, time_calls_ms
 
 BATCH_WARMUP = 2  # untimed batch calls before throughput and training-step timing
@@ -67,24 +68,30 @@ def _input(batch: int, resolution: int, setup: ProfileSetup) -> torch.Tensor:
 
 
 def inference_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtype) -> tuple[dict, list[float]]:
-    """Batch-1 latency (with samples), throughput at the inference batch, peak memory, energy."""
+    """Batch-1 latency (with samples), throughput at the inference batch, peak memory, energy.
+
+    Each measurement runs inside one autocast context, entered once around its warm-up and its
+    timed calls: autocast caches its low-precision copies of the weights until the context exits,
+    so the weights are cast once, in the warm-up, not again in every timed call (a deployed AMP
+    model casts them once too). The cached copies stay in use and count in the throughput
+    block's memory."""
     model.eval()
-
-    @torch.no_grad()
-    def forward(x: torch.Tensor) -> None:
-        with autocast(setup.device, dtype):
-            model(x)
-
     single = _input(1, resolution, setup)
-    samples = time_calls_ms(lambda: forward(single), setup.device, setup.warmup, setup.repeats, setup.min_seconds)
+    with torch.no_grad(), autocast(setup.device, dtype):
+        samples = time_calls_ms(lambda: model(single), setup.device, setup.warmup, setup.repeats, setup.min_seconds)
     metrics = summarise_latency(samples)
 
     def throughput(batch: int) -> dict:
         x = _input(batch, resolution, setup)
-        with measure_peak_memory(setup.device) as peak:
-            batch_ms = statistics.median(time_calls_ms(lambda: forward(x), setup.device, BATCH_WARMUP, setup.batch_repeats))
-        result = {"throughput_img_s": round(batch / batch_ms * 1e3, 2), **_memory_keys("", peak, model)}
-        result.update(measure_energy(lambda: forward(x), batch, setup.device))
+
+        def forward() -> None:
+            model(x)
+
+        with torch.no_grad(), autocast(setup.device, dtype):
+            with measure_peak_memory(setup.device) as peak:
+                batch_ms = _batch_call_ms(forward, setup, peak)
+            result = {"throughput_img_s": round(batch / batch_ms * 1e3, 2), **_memory_keys("", peak, model)}
+            result.update(measure_energy(forward, batch, setup.device))
         return result
 
     measured, batch, backoffs = with_oom_backoff(throughput, setup.batch_size, setup.device)
@@ -92,40 +99,65 @@ def inference_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtyp
     return metrics, samples
 
 
-def training_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtype) -> dict:
-    """Forward + backward + optimizer step at the train batch size, on a copy of the model, with the
-    train stage's optimizer (its state is part of the step's memory); the learning rate does not
-    change the cost, so a fixed one keeps train.lr out of profile's params."""
-    model = copy.deepcopy(model).train()
-    optimizer = build_optimizer(
+def _batch_call_ms(fn: Callable[[], None], setup: ProfileSetup, peak: PeakMemory) -> float:
+    """Median time of `fn` over `batch_repeats` calls after BATCH_WARMUP untimed ones, inside a
+    `measure_peak_memory` block whose peak leaves out the warm-up's transients: all warm-up calls
+    but the last run before the peak restarts (cuDNN autotuning, lazily created state), the last
+    after it (on CUDA it takes back from the driver what the restart released, so no cudaMalloc
+    lands in a timed call; on CPU the restart does nothing)."""
+    for _ in range(BATCH_WARMUP - 1):
+        fn()
+    peak.warmed_up()
+    return statistics.median(time_calls_ms(fn, setup.device, 1, setup.batch_repeats))
+
+
+def training_optimizer(model: nn.Module, setup: ProfileSetup) -> torch.optim.Optimizer:
+    """The train stage's optimizer (resomap/optim/optimizers.py, as `optimizer_for` builds it from
+    params.train: class, parameter groups, momentum, Nesterov, fused on CUDA); the learning rate
+    does not change the cost, so a fixed one keeps train.lr out of profile's params."""
+    return build_optimizer(
         model, setup.optimizer, lr=1e-3, momentum=setup.momentum, weight_decay=setup.weight_decay, device=setup.device
     )
 
+
+def training_costs(model: nn.Module, resolution: int, setup: ProfileSetup, dtype) -> dict:
+    """Forward + backward + optimizer step at the train batch size, on a copy of the model, the way
+    the train stage steps (resomap/train/step.py): its optimizer (whose state is part of the
+    step's memory), autocast entered per step, and fp16's loss scaling."""
+    model = copy.deepcopy(model).train()
+
     def measure(batch: int) -> dict:
+        # a fresh optimizer per attempt: after an out-of-memory halving its state is created
+        # again inside this attempt's memory block, so it counts
+        optimizer = training_optimizer(model, setup)
+        optimizer.zero_grad(set_to_none=True)  # nor do a failed attempt's gradients sit in the baseline
+        scaler = torch.amp.GradScaler(setup.device.type, enabled=dtype == torch.float16)
         x = _input(batch, resolution, setup)
         y = torch.randint(0, 2, (batch,), device=setup.device)
 
         def step() -> None:
             with autocast(setup.device, dtype):
                 loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
 
         with measure_peak_memory(setup.device) as peak:
-            step_ms = statistics.median(time_calls_ms(step, setup.device, BATCH_WARMUP, setup.batch_repeats))
+            step_ms = _batch_call_ms(step, setup, peak)
         return {"train_throughput_img_s": round(batch / step_ms * 1e3, 2), **_memory_keys("train_", peak, model)}
 
     measured, batch, backoffs = with_oom_backoff(measure, setup.train_batch_size, setup.device)
     return {**measured, "train_batch_size": batch, "train_backoffs": backoffs}
 
 
-def _memory_keys(prefix: str, peak, model: nn.Module) -> dict:
-    """peak = weights + growth during the block; activation = the growth alone."""
+def _memory_keys(prefix: str, peak: PeakMemory, model: nn.Module) -> dict:
+    """peak = weights + growth during the block, for allocated and reserved alike (the same
+    baseline); activation = the allocated growth alone."""
     weights = model_size_mb(model)
     keys = {
         f"{prefix}peak_memory_mb": round(weights + peak.allocated_mb, 4),
-        f"{prefix}peak_memory_reserved_mb": None if peak.reserved_mb is None else round(peak.reserved_mb, 4),
+        f"{prefix}peak_memory_reserved_mb": None if peak.reserved_mb is None else round(weights + peak.reserved_mb, 4),
     }
     if not prefix:
         keys["activation_memory_mb"] = round(peak.allocated_mb, 4)
@@ -151,6 +183,7 @@ def conditions(setup: ProfileSetup) -> dict:
         "min_seconds": setup.min_seconds,
         "batch_repeats": setup.batch_repeats,
         "flops_convention": FLOPS_CONVENTION,
+        **numerics(device),  # dtype float32 may still mean TF32 matmuls on a GPU: `tf32` says
     }
 
 

@@ -4,8 +4,10 @@ and when it may be reused (an undeclared scratch folder, reused only on an exact
 DVC deletes a stage's outputs before it reruns it, so the state lives outside them, in
 `.resomap/resume/MODEL/RES/SEED/state.pt` (gitignored).  It is keyed by hashes of everything
 that decides the result: the train params, the cell, the prepared train/val data, the source
-of every project module the stage has loaded, and the torch version and device type.  Any
-difference and the state is ignored (with a line saying why) and training starts fresh.
+of every project module the stage has loaded, the torch version, device type and process count,
+and the autocast dtype train.amp resolves to on this device (`auto` is bf16 on one GPU, fp16 on
+another).  Any difference and the state is ignored (with a line saying why) and training starts
+fresh.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from resomap.core import io
 from resomap.core.config import TrainParams
+from resomap.core.device import amp_dtype, numerics
 from resomap.core.grid import Cell
 from resomap.data.prepared import PreparedData
 from resomap.train.records import EarlyStopper, EpochStats, FitResult
@@ -81,6 +84,10 @@ def resume_key(cell: Cell, train: TrainParams, data: PreparedData, device: torch
         "prepared data": data_hash(data),
         "code": code_hash(),
         "runtime": f"torch {torch.__version__} on {device.type} x {processes} processes",
+        # train.amp is in the params, but what it resolves to depends on the device
+        "autocast": str(amp_dtype(train.amp, device) or "off"),
+        # RESOMAP_DETERMINISTIC and the GPU's TF32 choose other kernels (call after configure_backends)
+        "numerics": ", ".join(f"{key} {value}" for key, value in numerics(device).items()),
     }
 
 

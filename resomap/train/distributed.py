@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -23,11 +24,22 @@ from torch.nn.parallel import DistributedDataParallel
 from resomap.core.environment import PROCS_ENV, requested_processes
 from resomap.core.errors import ResoMapError
 
+# How long a rank waits in a collective for the others before it fails (torch's defaults: 10 min
+# for NCCL, 30 for gloo).  Longer than any legitimate skew between ranks: rank 0 writing a
+# checkpoint or the DVCLive files, the ranks compiling at different speeds.
+COLLECTIVE_TIMEOUT = timedelta(minutes=5)
+BUCKET_BYTES = 25 * 2**20  # gradients all-reduced per flat bucket (DDP's default bucket size)
+
 
 @dataclass(frozen=True)
 class Ranks:
+    """This process's place in the run.  `host_group`: a gloo group over the same ranks for the
+    control flags (out of memory, stop), exchanged between the hosts without waiting for the GPU;
+    None where the default group is gloo already (CPU ranks)."""
+
     rank: int = 0
     world_size: int = 1
+    host_group: object = field(default=None, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -38,8 +50,10 @@ class Ranks:
         return self.world_size > 1
 
     def shard(self, items: torch.Tensor) -> torch.Tensor:
-        """This rank's share of a batch or split: every world_size-th item (DistributedSampler's rule)."""
-        return items[self.rank :: self.world_size]
+        """This rank's share of a batch or split: every world_size-th item (DistributedSampler's rule),
+        contiguous: a strided view would reach the GPU through an unpinned temporary copy, which
+        waits for the GPU (in a world of one the items themselves, no copy)."""
+        return items[self.rank :: self.world_size].contiguous()
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self._all_reduce(tensor, dist.ReduceOp.SUM)
@@ -53,10 +67,39 @@ class Ranks:
             dist.all_reduce(tensor, op=op)
         return tensor
 
+    def flagged(self, flag: bool) -> list[int]:
+        """The ranks whose `flag` is true, as every rank sees it (one collective on the host, over
+        the gloo group: no wait for the GPU's queue)."""
+        if not self.distributed:
+            return [self.rank] if flag else []
+        flags = torch.zeros(self.world_size)
+        flags[self.rank] = float(flag)
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM, group=self.host_group)
+        return [rank for rank, value in enumerate(flags.tolist()) if value]
+
+    def average_gradients(self, model: nn.Module) -> None:
+        """Gradients averaged over the ranks, in flat buckets: the one gradient sync of a batch,
+        made after every rank's micro-batches have finished (see `deferred_gradient_sync`).  A
+        parameter without a gradient gets zeros, so every rank reduces the same tensors."""
+        if not self.distributed:
+            return
+        grads = []
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                grads.append(parameter.grad)
+        for bucket in _buckets(grads, BUCKET_BYTES):
+            flat = torch.cat([grad.reshape(-1) for grad in bucket])
+            self.sum(flat).div_(self.world_size)
+            for grad, synced in zip(bucket, flat.split([grad.numel() for grad in bucket]), strict=True):
+                grad.copy_(synced.view(grad.shape))
+
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """DDP averages gradients across ranks.  Buffers are synced at start but not at every
-        forward (a collective per micro-batch would hang once one rank backs off to smaller
-        micro-batches); `average_buffers` reconciles the BatchNorm statistics once per epoch."""
+        """DDP broadcasts rank 0's weights and buffers at the start; the training step averages
+        the gradients itself (`average_gradients`, once per batch).  Buffers are not synced at
+        every forward (a collective per micro-batch would hang once the ranks' micro-batch
+        counts differ); `average_buffers` reconciles the BatchNorm statistics once per epoch."""
         if not self.distributed:
             return model
         device_ids = [device] if device.type == "cuda" else None
@@ -71,9 +114,9 @@ class Ranks:
             if buffer.is_floating_point():
                 self.sum(buffer).div_(self.world_size)
 
-    def agreed(self, stop: Callable[[], bool], device: torch.device, every: int = 16) -> Callable[[], bool]:
+    def agreed(self, stop: Callable[[], bool], every: int = 16) -> Callable[[], bool]:
         """A stop flag every rank sees at the same step (one rank leaving a collective alone would
-        hang the others); checked every `every` calls so the loop does not synchronise each step."""
+        hang the others); exchanged every `every` calls, on the host."""
         if not self.distributed:
             return stop
         calls = 0
@@ -81,17 +124,32 @@ class Ranks:
         def agreed_stop() -> bool:
             nonlocal calls
             calls += 1
-            if calls % every:
-                return False
-            flag = torch.tensor([float(stop())], device=device)
-            return bool(self._all_reduce(flag, dist.ReduceOp.MAX).item())
+            return not calls % every and bool(self.flagged(stop()))
 
         return agreed_stop
 
 
+def _buckets(tensors: list[torch.Tensor], max_bytes: int) -> Iterator[list[torch.Tensor]]:
+    """Consecutive runs of tensors of one dtype, each at most max_bytes (or a single larger tensor)."""
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and (size + nbytes > max_bytes or tensor.dtype != bucket[0].dtype):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(tensor)
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
 def deferred_gradient_sync(model: nn.Module):
-    """Inside it, backward passes accumulate locally: each rank all-reduces once per batch, on its
-    last micro-batch, however many micro-batches out-of-memory back-off gave it."""
+    """Inside it, DDP's backward hooks do not all-reduce: gradients accumulate locally, and the
+    step syncs them once every rank has finished its micro-batches (`Ranks.average_gradients`).
+    A synced backward that runs out of memory would leave DDP's reducer half done and the other
+    ranks waiting in its all-reduce; this way a rank's out-of-memory is agreed on and every rank
+    backs off together."""
     ddp = getattr(model, "_orig_mod", model)  # under torch.compile
     return ddp.no_sync() if isinstance(ddp, DistributedDataParallel) else contextlib.nullcontext()
 
@@ -102,12 +160,16 @@ def join(device: torch.device) -> tuple[Ranks, torch.device]:
     if world_size == 1:
         return Ranks(), device
     local_rank = int(os.environ["LOCAL_RANK"])
-    if device.type == "cuda":
-        check_process_count(world_size, device)
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Ranks(dist.get_rank(), world_size), device
+    if device.type != "cuda":
+        dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
+        return Ranks(dist.get_rank(), world_size), device
+    check_process_count(world_size, device)
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    # device_id: the NCCL communicator forms now, on this rank's GPU, so a broken rank fails here
+    dist.init_process_group("nccl", timeout=COLLECTIVE_TIMEOUT, device_id=device)
+    host_group = dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+    return Ranks(dist.get_rank(), world_size, host_group), device
 
 
 def leave(ranks: Ranks) -> None:

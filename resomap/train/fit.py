@@ -11,15 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from resomap.core.config import TrainParams
-from resomap.core.device import memory_format
+from resomap.core.device import autocast, memory_format
 from resomap.data.augment import normalize
 from resomap.data.placement import batch, training_memory
 from resomap.data.prepared import PreparedData, Split
 from resomap.models.inference import predict_logits
 from resomap.train.checkpoint import Checkpointer, capture, restore
-from resomap.train.distributed import Ranks
+from resomap.train.distributed import Ranks, deferred_gradient_sync
 from resomap.train.records import EarlyStopper, EpochStats, FitResult
 from resomap.train.step import TrainingInterrupted, TrainStep, forward_backward, make_train_step, train_one_epoch
+
+VAL_BATCH = 512  # images per validation forward
 
 
 def fit(
@@ -45,11 +47,14 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device, memory_format=memory_format(train.channels_last))
     train_split = training_memory(data.splits["train"], device)
+    val = data.splits["val"]
+    val_shard = Split(ranks.shard(val.images), ranks.shard(val.labels), None)  # once: a shard is a copy
     step = make_train_step(model, train, device, len(train_split), ranks=ranks, stop_requested=stop_requested)
     stopper = EarlyStopper(train.early_stopping.monitor, train.early_stopping.patience, train.early_stopping.min_delta)
-    result = FitResult(best_state={}, best_epoch=0)
+    result = FitResult(best_state={}, best_epoch=0, data_placement=train_split.placement.where,
+                       data_placement_reason=train_split.placement.reason)
     if train.compile:
-        result.compile_seconds = compile_now(step, model, train_split)
+        result.compile_seconds = compile_now(step, model, train_split, val_shard)
     first_epoch = 1
     if checkpointer.resumed is not None:
         first_epoch = restore(checkpointer.resumed, model, step, stopper, generator, result) + 1
@@ -57,7 +62,7 @@ def fit(
         result.stopped_early = len(result.history) < train.epochs
         first_epoch = train.epochs + 1
     for epoch in range(first_epoch, train.epochs + 1):
-        stats = _run_epoch(step, model, data, train_split, generator, epoch)
+        stats = _run_epoch(step, model, train_split, (val_shard, len(val)), generator, epoch)
         result.history.append(stats)
         on_epoch(stats)
         if stopper.update(stats.monitored(train.early_stopping.monitor)):
@@ -74,16 +79,31 @@ def fit(
     return result
 
 
-def compile_now(step: TrainStep, model: nn.Module, split: Split) -> float:
-    """torch.compile compiles at the first call: make that call here, on one micro-batch whose
-    effects are undone (weights, BatchNorm statistics, gradients, random state), so compilation is
-    timed on its own instead of hiding in epoch 1.  Returns the seconds it took."""
+def compile_now(step: TrainStep, model: nn.Module, split: Split, val: Split | None = None) -> float:
+    """torch.compile compiles at the first call: make the calls here, on batches whose effects are
+    undone (weights, BatchNorm statistics, gradients, random state), so compilation is timed on its
+    own instead of hiding in epoch 1.  Returns the seconds it took.
+
+    Every graph the fit runs is compiled: training (train mode, gradients) at the micro-batch and
+    at a batch's short last micro-batch, and, given this rank's `val` shard, validation (eval mode
+    under no_grad, as predict_logits runs it: grad mode and training flags are guarded) at its batch
+    sizes.  The batch dimension is marked dynamic, so a size met later (out-of-memory back-off)
+    reuses a graph where the kernels' choices allow (CPU convolutions under no_grad, for one, guard
+    on a range of batch sizes)."""
     saved = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
+    shard_batch = len(range(step.ranks.rank, min(step.train.batch_size, len(split)), step.ranks.world_size))
     with torch.random.fork_rng(devices=[step.device] if step.device.type == "cuda" else []):
         model.train()
-        x, y = batch(split, torch.arange(min(step.micro_batch_size, len(split))), step.device)
-        forward_backward(step, normalize(x, step.memory_format), y, 1.0)
+        for size in _batch_sizes(shard_batch, step.micro_batch_size):
+            x, y = batch(split, torch.arange(size), step.device)
+            with deferred_gradient_sync(step.model):  # as the training step runs it: no all-reduce in the backward
+                forward_backward(step, _dynamic_batch(normalize(x, step.memory_format)), y, 1.0)
+        step.model.eval()
+        for size in _batch_sizes(len(val.labels), VAL_BATCH) if val is not None else []:
+            x = normalize(val.images[:size].to(step.device), step.memory_format)
+            with torch.no_grad(), autocast(step.device, step.dtype):
+                step.model(_dynamic_batch(x))
         if step.device.type == "cuda":
             torch.cuda.synchronize(step.device)
     step.optimizer.zero_grad(set_to_none=True)
@@ -91,7 +111,19 @@ def compile_now(step: TrainStep, model: nn.Module, split: Split) -> float:
     return time.perf_counter() - start
 
 
-def _run_epoch(step: TrainStep, model: nn.Module, data: PreparedData, train_split: Split, generator, epoch: int) -> EpochStats:
+def _batch_sizes(total: int, batch_size: int) -> list[int]:
+    """The sizes of the batches `total` items split into: the full one and a short last one."""
+    return sorted({min(batch_size, total), total % batch_size} - {0}, reverse=True)
+
+
+def _dynamic_batch(x: torch.Tensor) -> torch.Tensor:
+    import torch._dynamo  # already loaded by torch.compile; only a compiling fit gets here
+
+    torch._dynamo.maybe_mark_dynamic(x, 0)
+    return x
+
+
+def _run_epoch(step: TrainStep, model: nn.Module, train_split: Split, val: tuple[Split, int], generator, epoch: int) -> EpochStats:
     lr = step.schedule.lr
     start = time.perf_counter()
     train_loss, train_accuracy, seen = train_one_epoch(step, train_split, generator, epoch)
@@ -99,7 +131,7 @@ def _run_epoch(step: TrainStep, model: nn.Module, data: PreparedData, train_spli
         torch.cuda.synchronize(step.device)
     train_seconds = time.perf_counter() - start
     step.ranks.average_buffers(model)
-    val_loss, val_accuracy = _validate(step, data.splits["val"])
+    val_loss, val_accuracy = _validate(step, *val)
     return EpochStats(
         epoch=epoch,
         train_loss=train_loss,
@@ -112,13 +144,14 @@ def _run_epoch(step: TrainStep, model: nn.Module, data: PreparedData, train_spli
     )
 
 
-def _validate(step: TrainStep, val: Split) -> tuple[float, float]:
-    """Mean loss and accuracy on the validation split; each rank scores its shard, the sums are reduced."""
-    labels = step.ranks.shard(val.labels)
+def _validate(step: TrainStep, shard: Split, size: int) -> tuple[float, float]:
+    """Mean loss and accuracy on the validation split of `size` images; each rank scores its
+    `shard`, the sums are reduced."""
     logits = predict_logits(
-        step.model, step.ranks.shard(val.images), batch_size=512,
+        step.model, shard.images, batch_size=VAL_BATCH,
         device=step.device, dtype=step.dtype, memory_format=step.memory_format,
     )
+    labels = shard.labels
     sums = torch.stack([F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) == labels).sum().float()])
     loss_sum, correct = step.ranks.sum(sums.to(step.device, torch.float64)).tolist()
-    return loss_sum / len(val), correct / len(val)
+    return loss_sum / size, correct / size

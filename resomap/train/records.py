@@ -33,6 +33,8 @@ class FitResult:
     micro_batch_size: int = 0  # after any out-of-memory back-off
     oom_backoffs: int = 0
     compile_seconds: float | None = None  # torch.compile's one-off cost, kept out of the epochs' figures
+    data_placement: str = ""  # where the training images were: cpu, device or host (resomap/data/placement.py)
+    data_placement_reason: str = ""
 
 
 class EarlyStopper:

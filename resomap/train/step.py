@@ -1,5 +1,5 @@
 """One optimisation step of the fit loop: micro-batches with gradient accumulation, out-of-memory
-back-off, DDP gradient sync on the last micro-batch only, and one pass over the training split."""
+back-off (agreed across DDP ranks), one gradient sync per batch, and one pass over the training split."""
 
 from __future__ import annotations
 
@@ -111,40 +111,61 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
+class RankOutOfMemory(torch.OutOfMemoryError):
+    """Some rank ran out of memory in this attempt: every rank backs off (`ranks` names them)."""
+
+    def __init__(self, ranks: list[int]):
+        super().__init__(f"out of memory on rank {', '.join(map(str, ranks))}")
+        self.ranks = ranks
+
+
 def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
-    (the effective batch stays train.batch_size, the augmentation draws stay the same)."""
+    (the effective batch stays train.batch_size, the augmentation draws stay the same).  Under DDP
+    the ranks agree after every attempt: one rank out of memory and all back off together, so the
+    ranks keep the same micro-batch and none is left waiting in a collective."""
 
     def attempt(micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         step.optimizer.zero_grad(set_to_none=True)
-        micro_batches = zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips)))
-        return _accumulate_batch(step, split, list(micro_batches), padding)
+        micro_batches = list(zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips))))
+        if not step.ranks.distributed:
+            return _accumulate_batch(step, split, micro_batches, padding)
+        result = None
+        with contextlib.suppress(torch.OutOfMemoryError):  # leaving it frees the attempt's activations
+            result = _accumulate_batch(step, split, micro_batches, padding)
+        out_of_memory = step.ranks.flagged(result is None)
+        if out_of_memory:
+            raise RankOutOfMemory(out_of_memory)
+        step.ranks.average_gradients(step.model)
+        return result
 
     try:
         result, micro_batch_size, backoffs = with_oom_backoff(attempt, step.micro_batch_size, step.device)
-    except torch.OutOfMemoryError:
-        raise ResoMapError("out of memory even at micro-batch 1: use a smaller model or resolution") from None
+    except torch.OutOfMemoryError as error:
+        where = f" (rank {', '.join(map(str, error.ranks))} of {step.ranks.world_size})" if isinstance(error, RankOutOfMemory) else ""
+        raise ResoMapError(f"out of memory even at micro-batch 1{where}: use a smaller model or resolution") from None
     if backoffs:
         step.micro_batch_size, step.oom_backoffs = micro_batch_size, step.oom_backoffs + backoffs
-        print(
-            f"out of memory: micro-batch now {step.micro_batch_size}, gradient accumulation {step.accum_steps} "
-            f"(effective batch still {step.train.batch_size})",
-            flush=True,
-        )
+        if step.ranks.is_main:
+            print(
+                f"out of memory: micro-batch now {step.micro_batch_size}, gradient accumulation {step.accum_steps} "
+                f"(effective batch still {step.train.batch_size})",
+                flush=True,
+            )
     return result
 
 
 def _accumulate_batch(step: TrainStep, split: Split, micro_batches, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
-    correct count, on the device.  Under DDP only the last backward all-reduces the gradients."""
+    correct count, on the device.  Under DDP no backward all-reduces: the caller syncs the gradients
+    once every rank has finished (a synced backward that ran out of memory could not be retried)."""
     total = sum(len(ids) for ids, _, _ in micro_batches)
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
-    for index, (ids, offsets, flips) in enumerate(micro_batches):
+    for ids, offsets, flips in micro_batches:
         x, y = batch(split, ids, step.device)
         x = normalize(crop_flip(x, padding, offsets, flips), step.memory_format)
-        last = index == len(micro_batches) - 1
-        with contextlib.nullcontext() if last else deferred_gradient_sync(step.model):
+        with deferred_gradient_sync(step.model):
             loss, logits = forward_backward(step, x, y, len(ids) / total)
         # accumulate on the device: reading .item() here would synchronise every step
         loss_sum += loss.detach().float() * len(ids)
@@ -193,5 +214,5 @@ def make_train_step(
         memory_format=memory_format(train.channels_last),
         micro_batch_size=max(1, min(train.batch_size, train_images) // ranks.world_size // train.grad_accum_steps),
         ranks=ranks,
-        stop_requested=ranks.agreed(stop_requested, device),
+        stop_requested=ranks.agreed(stop_requested),
     )

@@ -3,8 +3,8 @@
 The pipeline's first stage, which DVC runs on every `dvc repro` (always_changed): it checks that
 params.yaml is conf/'s composition, untouched since (resomap/core/composition.py), and all of
 params.yaml (unknown keys at any depth, types, ranges, finite numbers, every model name against
-the registry and at every resolution), the runtime variables and the data source, before any stage
-touches an output (DVC deletes a stage's outputs before it runs the stage). It writes
+the registry and at every resolution, the files train.pretrained and train.init_from name), the
+runtime variables and the data source, before any stage touches an output (DVC deletes a stage's outputs before it runs the stage). It writes
 data/source.json, the fingerprint of the source's files, which prepare depends on: the file
 changes only when those files do, so a valid edit still reruns only the stages whose own params
 changed, and an invalid one stops the pipeline here with one line.
@@ -18,7 +18,7 @@ from resomap.core.config import load_params
 from resomap.core.environment import check_environment
 from resomap.core.grid import SOURCE_FINGERPRINT
 from resomap.core.stage import run_stage, usage_error
-from resomap.models.registry import check_model
+from resomap.models.registry import check_model, check_starting_weights
 from resomap.prepare.fingerprint import source_fingerprint
 
 
@@ -31,6 +31,7 @@ def main(argv: list[str]) -> None:
     for model in params.models:
         for resolution in params.grid_resolutions:
             check_model(model, resolution)
+        check_starting_weights(model, params.train.pretrained, params.train.init_from)
     fingerprint = source_fingerprint(params.data)
     io.write_json(SOURCE_FINGERPRINT, fingerprint)
     cells = len(params.models) * len(params.grid_resolutions) * len(params.seeds)

@@ -10,6 +10,7 @@ from resomap.core.grid import evaluate_metrics_dir, evaluate_plots_dir, model_di
 from resomap.core.stage import cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
 from resomap.evaluate.evaluation import evaluate_model, write_predictions
+from resomap.models.heads import head_from
 from resomap.models.registry import build_model, check_model
 
 
@@ -21,7 +22,7 @@ def main(argv: list[str]) -> None:
     device = pick_device()
     configure_backends(device)
     data = load_prepared(prepared_dir(cell.resolution), ("test",))
-    model = build_model(cell.model, data.num_classes)
+    model = build_model(cell.model, data.num_classes, head_from(params.train))
     model.load_state_dict(io.load_state_dict(model_dir(cell) / "model.pt"))
     metrics, logits = evaluate_model(model, data, params.evaluate, device)
     write_predictions(evaluate_plots_dir(cell) / "predictions.csv", logits, data.splits["test"].labels, data.classes)

@@ -12,6 +12,7 @@ from resomap.core.stage import cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
 from resomap.explain.explain_cell import explain_cell
 from resomap.explain.panels import write_panel
+from resomap.models.heads import head_from
 from resomap.models.registry import build_model, check_model
 
 
@@ -23,10 +24,10 @@ def main(argv: list[str]) -> None:
     device = pick_device()
     configure_backends(device)
     data = load_prepared(prepared_dir(cell.resolution), ("test",))
-    model = build_model(cell.model, data.num_classes)
+    model = build_model(cell.model, data.num_classes, head_from(params.train))
     model.load_state_dict(io.load_state_dict(model_dir(cell) / "model.pt"))
     test = data.splits["test"]
-    metrics, arrays = explain_cell(model, cell.model, test, data.num_classes, params.explain, device)
+    metrics, arrays = explain_cell(model, cell.model, test, data.num_classes, params.explain, device, head_from(params.train))
     io.write_npz(explanations_dir(cell) / "heatmaps.npz", **arrays)
     for rank, index in enumerate(arrays["indices"]):
         image = arrays["images"][rank]

@@ -12,6 +12,7 @@ from resomap.core.device import configure_backends, pick_device
 from resomap.core.grid import prepared_dir, profile_metrics_dir
 from resomap.core.stage import run_stage, usage_error
 from resomap.data.prepared import load_classes
+from resomap.models.heads import head_from
 from resomap.models.registry import build_model, check_model
 from resomap.profile.costs import profile_model, setup_from_params
 
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> None:
     configure_backends(device)
     torch.manual_seed(0)
     setup = setup_from_params(params, device)
-    model = build_model(name, len(load_classes(prepared_dir(resolution))))
+    model = build_model(name, len(load_classes(prepared_dir(resolution))), head_from(params.train))
     metrics, samples = profile_model(model, resolution, setup)
     out = profile_metrics_dir(name, resolution)
     io.write_json(out / "latency_samples.json", {k: [round(s, 4) for s in v] for k, v in samples.items()})

@@ -17,7 +17,8 @@ from resomap.core.errors import Interrupted
 from resomap.core.grid import Cell, model_dir, prepared_dir, train_metrics_dir
 from resomap.core.stage import StopSignals, cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
-from resomap.models.registry import build_model, check_model
+from resomap.models.heads import head_from
+from resomap.models.registry import check_model, initial_model
 from resomap.train.checkpoint import ResumeStore, resume_key
 from resomap.train.distributed import Ranks, join, leave, relaunch_under_torchrun
 from resomap.train.fit import EpochStats, fit
@@ -58,7 +59,8 @@ def train_cell(cell: Cell, params: Params, ranks: Ranks, device: torch.device) -
     configure_backends(device, compiling=params.train.compile)
     torch.manual_seed(cell.seed)
     data = load_prepared(prepared_dir(cell.resolution), ("train", "val"))
-    model = build_model(cell.model, data.num_classes)
+    model = initial_model(cell.model, data.num_classes, head_from(params.train),
+                          pretrained=params.train.pretrained, init_from=params.train.init_from)
     # every rank resumes from rank 0's state; only rank 0 writes
     store = ResumeStore(cell, resume_key(cell, params.train, data, device, ranks.world_size), writes=ranks.is_main)
     state = store.resumed

@@ -46,6 +46,7 @@ class DataParams:
     seed: int = 0  # synthetic rendering and folder split
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    subset_fraction: float = 1.0  # share of each class of the train split kept (seeded by data.seed); 1 keeps all
     on_bad_image: Literal["skip", "error"] = "skip"  # imagefolder: leave undecodable files out, or stop
     on_missing_class: Literal["error", "warn"] = "error"  # a class with no val or test image: stop, or warn in the report
 
@@ -58,9 +59,26 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class ResizedCrop:
+    """RandomResizedCrop's ranges: the box's share of the image area and its width / height."""
+
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.333])
+
+
+AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment", "autoaugment")
+
+
+@dataclass(frozen=True)
 class Augment:
     hflip: bool = True
     crop_padding: float = 0.125  # random-crop padding as a fraction of the resolution
+    policy: Literal[AUGMENT_POLICIES] = "none"  # per-image ops (resomap/data/policies.py)
+    magnitude: int = 9  # randaugment: m, of 30
+    ops: int = 2  # randaugment: n, ops per image
+    random_resized_crop: ResizedCrop | None = None  # null: off
+    color_jitter: float | None = None  # brightness/contrast/saturation strength; null or 0: off
+    random_erasing: float = 0.0  # probability per image; 0: off
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,12 @@ class TrainParams:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
     compile: bool = False
+    pretrained: Literal["none", "imagenet"] = "none"  # imagenet: torchvision's weights from the local torch hub cache
+    init_from: str | None = None  # a local state dict loaded over the built model (weights_only)
+    head: Literal["linear", "mlp"] = "linear"  # the classifier: the model's own linear layer, or the recipe's MLP
+    head_hidden: int = 512  # mlp head: hidden width
+    head_dropout: float = 0.2  # mlp head: dropout before each linear layer
+    freeze_epochs: int = 0  # the first N epochs train the classifier only
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     augment: Augment = field(default_factory=Augment)
 
@@ -307,6 +331,8 @@ def _validate_data(data: DataParams) -> None:
         value = getattr(data, key)
         if not 0.0 < value < 0.5:
             raise ParamsError(f"data.{key} must be between 0 and 0.5, got {value}")
+    if not 0.0 < data.subset_fraction <= 1.0:
+        raise ParamsError(f"data.subset_fraction must be above 0 and at most 1 (1 keeps every train image), got {data.subset_fraction}")
 
 
 def _validate_aggregate(aggregate: AggregateParams) -> None:
@@ -344,8 +370,41 @@ def _validate_train(train: TrainParams) -> None:
         raise ParamsError(f"train.warmup_epochs ({train.warmup_epochs}) must be below train.epochs ({train.epochs})")
     if train.early_stopping.patience is not None:
         _positive("train.early_stopping.patience", train.early_stopping.patience)
-    if not 0 <= train.augment.crop_padding < 0.5:
-        raise ParamsError(f"train.augment.crop_padding must be in [0, 0.5), got {train.augment.crop_padding}")
+    _positive("train.head_hidden", train.head_hidden)
+    if not 0 <= train.head_dropout < 1:
+        raise ParamsError(f"train.head_dropout must be in [0, 1), got {train.head_dropout}")
+    _non_negative("train.freeze_epochs", train.freeze_epochs)
+    if train.freeze_epochs >= train.epochs:
+        raise ParamsError(f"train.freeze_epochs ({train.freeze_epochs}) must be below train.epochs ({train.epochs}): the backbone never trains")
+    if train.init_from is not None and not train.init_from.strip():
+        raise ParamsError("train.init_from is empty: set it to a state dict file, or null to start from the built model")
+    _validate_augment(train.augment)
+
+
+def _validate_augment(augment: Augment) -> None:
+    if not 0 <= augment.crop_padding < 0.5:
+        raise ParamsError(f"train.augment.crop_padding must be in [0, 0.5), got {augment.crop_padding}")
+    if not 0 <= augment.magnitude <= 30:
+        raise ParamsError(f"train.augment.magnitude must be in [0, 30] (RandAugment's m), got {augment.magnitude}")
+    if not 1 <= augment.ops <= 14:
+        raise ParamsError(f"train.augment.ops must be in [1, 14] (RandAugment's n, ops per image), got {augment.ops}")
+    crop = augment.random_resized_crop
+    if crop is not None:
+        _range("train.augment.random_resized_crop.scale", crop.scale, "e.g. [0.08, 1.0]: shares of the image area")
+        if not (crop.scale[0] > 0 and crop.scale[1] <= 1):
+            raise ParamsError(f"train.augment.random_resized_crop.scale must lie in (0, 1] (shares of the image area), got {crop.scale}")
+        _range("train.augment.random_resized_crop.ratio", crop.ratio, "e.g. [0.75, 1.333]: width / height")
+        if crop.ratio[0] <= 0:
+            raise ParamsError(f"train.augment.random_resized_crop.ratio must be above 0 (width / height), got {crop.ratio}")
+    if augment.color_jitter is not None and not 0 <= augment.color_jitter <= 1:
+        raise ParamsError(f"train.augment.color_jitter must be in [0, 1] (0 or null: off), got {augment.color_jitter}")
+    if not 0 <= augment.random_erasing <= 1:
+        raise ParamsError(f"train.augment.random_erasing must be a probability in [0, 1] (0: off), got {augment.random_erasing}")
+
+
+def _range(key: str, values: list[float], example: str) -> None:
+    if len(values) != 2 or values[0] > values[1]:
+        raise ParamsError(f"{key} must be [min, max] with min <= max, {example}; got {values}")
 
 
 def _positive(key: str, value: int) -> None:

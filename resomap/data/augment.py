@@ -22,9 +22,11 @@ def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normalize(images: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32, scaled to [0, 1] and standardised per channel."""
+    """uint8 (B, 3, H, W), or float already in [0, 1] (an augmentation policy's output) -> float32,
+    standardised per channel."""
     mean, std = _mean_std(images.device)
-    return ((images.float() / 255.0 - mean) / std).contiguous(memory_format=memory_format)
+    scaled = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    return ((scaled - mean) / std).contiguous(memory_format=memory_format)
 
 
 def draw_crop_flip(batch: int, padding: int, hflip: bool, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from resomap.data.augment import normalize
 from resomap.data.prepared import Split
 from resomap.explain.methods import CamLayer, explain_batch, select_cam_layer
 from resomap.explain.scores import curve_auc, gini, localisation, perturbation_curves, spearman
+from resomap.models.heads import Head
 from resomap.models.registry import build_model
 
 RANDOMISED_SEED = 12345  # the re-initialised twin of every model, for the sanity check
@@ -31,11 +32,11 @@ def select_images(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.array(picked[:count], dtype=np.int64)
 
 
-def randomised_twin(model_name: str, num_classes: int, device) -> nn.Module:
-    """The same architecture with fresh random weights (Adebayo et al. 2018's model randomisation)."""
+def randomised_twin(model_name: str, num_classes: int, device, head: Head | None = None) -> nn.Module:
+    """The same architecture (and head) with fresh random weights (Adebayo et al. 2018's model randomisation)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(RANDOMISED_SEED)
-    twin = build_model(model_name, num_classes).to(device).eval()
+    twin = build_model(model_name, num_classes, head).to(device).eval()
     torch.random.set_rng_state(state)
     return twin
 
@@ -117,15 +118,17 @@ def score_maps(model: nn.Module, x: torch.Tensor, targets: list[int], maps: np.n
     return scores
 
 
-def explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: int, params: ExplainParams, device) -> tuple[dict, dict]:
+def explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: int, params: ExplainParams, device,
+                 head: Head | None = None) -> tuple[dict, dict]:
     """Metrics per method (nested: {method: {score: value}}) and the arrays to keep. Runs in true
     fp32 on a GPU (no TF32, whatever configure_backends allowed): attributions are gradients and
     small differences of logits, and TF32's 10-bit mantissa would move them."""
     with true_fp32():
-        return _explain_cell(model, model_name, test, num_classes, params, device)
+        return _explain_cell(model, model_name, test, num_classes, params, device, head)
 
 
-def _explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: int, params: ExplainParams, device) -> tuple[dict, dict]:
+def _explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: int, params: ExplainParams, device,
+                  head: Head | None) -> tuple[dict, dict]:
     indices = select_images(test.labels.numpy(), params.num_images, params.seed)
     model = model.to(device).eval()
     x = normalize(test.images[indices].to(device))
@@ -133,7 +136,7 @@ def _explain_cell(model: nn.Module, model_name: str, test: Split, num_classes: i
         targets = model(x).argmax(1).tolist()  # explain what the model predicted
     resolution = x.shape[-1]
     layer = select_cam_layer(model, model_name, resolution, params.min_cam_size, device)
-    twin = randomised_twin(model_name, num_classes, device)
+    twin = randomised_twin(model_name, num_classes, device, head)
     twin_layer = CamLayer(layer.name, twin.get_submodule(layer.name), layer.size)
     masks = test.masks[indices].numpy() if test.masks is not None else None
     metrics = {"num_images": len(indices), "cam_layer": layer.name}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from resomap.core import io
 from resomap.core.config import DataParams
 from resomap.prepare.samples import SPLITS, SourceData
-from resomap.prepare.splits import check_class_coverage
+from resomap.prepare.splits import check_class_coverage, stratified_subset
 from resomap.prepare.workers import default_workers, resize_pool, split_bytes, write_split
 
 RESIZE_POLICY = "shorter side to R (bicubic, antialiased), centre crop R x R; masks by area coverage >= 0.5"
@@ -38,6 +39,15 @@ def open_source(data: DataParams, resolution: int) -> SourceData:
     return torchvision_source(data.name, Path(data.path), seed=data.seed, val_fraction=data.val_fraction)
 
 
+def subset_train(source: SourceData, data: DataParams) -> SourceData:
+    """The source with its train split cut to data.subset_fraction of each class (val and test
+    stay whole, so scores remain comparable with the full data's)."""
+    if data.subset_fraction >= 1.0:
+        return source
+    train = stratified_subset(source.splits["train"], source.classes, data.subset_fraction, data.seed)
+    return dataclasses.replace(source, splits={**source.splits, "train": train})
+
+
 def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers: int | None = None) -> dict:
     """Write train/val/test arrays (.npy files in a folder per split) and a manifest for one
     resolution; return the manifest.
@@ -46,7 +56,7 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers
     (or warn), before anything is written.
     `workers` processes decode and resize (default: `default_workers`); the arrays are the same
     whatever their number."""
-    source = open_source(data, resolution)
+    source = subset_train(open_source(data, resolution), data)
     how_to_add = f"raise data.images (the built-in data has {len(source.classes)} classes)" if data.source == "synthetic" else "add images"
     missing = check_class_coverage(source, data.on_missing_class, how_to_add)
     masked = [split for split in SPLITS if source.has_masks and split in MASKED_SPLITS]
@@ -61,6 +71,7 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers
         "resolution": resolution,
         "classes": list(source.classes),
         "counts": counts,
+        "subset_fraction": data.subset_fraction,  # of each class of the train split (counts are after it)
         "masks_for": masked,  # splits with a masks.npy
         "resize_policy": RESIZE_POLICY,
         "skipped": [{"path": bad.path, "reason": bad.reason} for bad in source.skipped],

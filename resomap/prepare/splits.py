@@ -36,6 +36,33 @@ def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: in
     return [sorted(part) for part in parts]
 
 
+SUBSET_STREAM = 1  # the subset's shuffles are their own random stream, apart from stratified_split's
+
+
+def stratified_subset(samples: list[Sample], classes: Sequence[str], fraction: float, seed: int) -> list[Sample]:
+    """`fraction` of each class's samples (rounded half up), in their original order.
+
+    Each class is shuffled by its own generator seeded with (seed, label), and the first images of
+    that order are kept, so a smaller fraction keeps a subset of what a larger one keeps and one
+    class's subset does not move when another class changes. A class the fraction would leave
+    empty stops with one line naming the smallest fraction that keeps it."""
+    if fraction >= 1.0:
+        return samples
+    labels = np.asarray([sample.label for sample in samples], dtype=np.int64)
+    kept: list[int] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        keep = int(len(members) * fraction + 0.5)
+        if keep == 0:
+            raise ResoMapError(
+                f"data.subset_fraction {fraction} keeps no train image of class '{classes[label]}' "
+                f"({len(members)} images): raise it to at least {0.5 / len(members):.3g}, or add images of that class"
+            )
+        np.random.default_rng([seed, int(label), SUBSET_STREAM]).shuffle(members)
+        kept.extend(members[:keep].tolist())
+    return [samples[i] for i in sorted(kept)]
+
+
 def _cut_points(count: int, fractions: Sequence[float]) -> list[int]:
     """Where to split a shuffled class of `count`: rest first, then each cut rounded half up."""
     sizes = []

@@ -15,6 +15,7 @@ from resomap.core.device import autocast, memory_format
 from resomap.data.augment import normalize
 from resomap.data.placement import batch, training_memory
 from resomap.data.prepared import PreparedData, Split
+from resomap.models.heads import freeze_backbone
 from resomap.models.inference import predict_logits
 from resomap.train.checkpoint import Checkpointer, capture, restore
 from resomap.train.distributed import Ranks, deferred_gradient_sync
@@ -62,6 +63,8 @@ def fit(
         result.stopped_early = len(result.history) < train.epochs
         first_epoch = train.epochs + 1
     for epoch in range(first_epoch, train.epochs + 1):
+        if train.freeze_epochs:
+            freeze_backbone(model, frozen=epoch <= train.freeze_epochs)
         stats = _run_epoch(step, model, train_split, (val_shard, len(val)), generator, epoch)
         result.history.append(stats)
         on_epoch(stats)

@@ -18,6 +18,7 @@ from resomap.core.errors import ResoMapError
 from resomap.core.oom import with_oom_backoff
 from resomap.data.augment import crop_flip, draw_crop_flip, normalize
 from resomap.data.placement import batch
+from resomap.data.policies import apply_policy, draw_policy
 from resomap.data.prepared import Split
 from resomap.optim.optimizers import optimizer_for
 from resomap.optim.schedules import LRSchedule
@@ -90,7 +91,8 @@ def train_one_epoch(
     for batch_index in progress:
         batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
         offsets, flips = draw_crop_flip(len(batch_ids), padding, train.augment.hflip, generator)
-        own = [step.ranks.shard(t) for t in (batch_ids, offsets, flips)]
+        policy = draw_policy(len(batch_ids), train.augment, *split.images.shape[-2:], generator)
+        own = [step.ranks.shard(t) for t in (batch_ids, offsets, flips, policy)]
         batch_loss, batch_correct = _batch_with_backoff(step, split, *own, padding)
         first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
         loss_sum += batch_loss
@@ -119,7 +121,7 @@ class RankOutOfMemory(torch.OutOfMemoryError):
         self.ranks = ranks
 
 
-def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips, policy, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
     (the effective batch stays train.batch_size, the augmentation draws stay the same).  Under DDP
     the ranks agree after every attempt: one rank out of memory and all back off together, so the
@@ -127,7 +129,7 @@ def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips
 
     def attempt(micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         step.optimizer.zero_grad(set_to_none=True)
-        micro_batches = list(zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips))))
+        micro_batches = list(zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips, policy))))
         if not step.ranks.distributed:
             return _accumulate_batch(step, split, micro_batches, padding)
         result = None
@@ -159,12 +161,12 @@ def _accumulate_batch(step: TrainStep, split: Split, micro_batches, padding: int
     """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
     correct count, on the device.  Under DDP no backward all-reduces: the caller syncs the gradients
     once every rank has finished (a synced backward that ran out of memory could not be retried)."""
-    total = sum(len(ids) for ids, _, _ in micro_batches)
+    total = sum(len(ids) for ids, *_ in micro_batches)
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
-    for ids, offsets, flips in micro_batches:
+    for ids, offsets, flips, policy in micro_batches:
         x, y = batch(split, ids, step.device)
-        x = normalize(crop_flip(x, padding, offsets, flips), step.memory_format)
+        x = normalize(apply_policy(crop_flip(x, padding, offsets, flips), step.train.augment, policy), step.memory_format)
         with deferred_gradient_sync(step.model):
             loss, logits = forward_backward(step, x, y, len(ids) / total)
         # accumulate on the device: reading .item() here would synchronise every step

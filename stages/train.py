@@ -11,17 +11,18 @@ import torch
 from dvclive import Live
 
 from resomap.core import io
-from resomap.core.config import Params, load_params
+from resomap.core.config import Params, TrainParams, load_params
 from resomap.core.device import configure_backends, numerics, pick_device
 from resomap.core.errors import Interrupted
 from resomap.core.grid import Cell, model_dir, prepared_dir, train_metrics_dir
 from resomap.core.stage import StopSignals, cell_from_argv, run_stage
-from resomap.data.prepared import load_prepared
+from resomap.data.prepared import PreparedData, load_prepared
 from resomap.models.heads import head_from
 from resomap.models.registry import check_model, initial_model
 from resomap.train.checkpoint import ResumeStore, resume_key
 from resomap.train.distributed import Ranks, join, leave, relaunch_under_torchrun
 from resomap.train.fit import EpochStats, fit
+from resomap.train.losses import class_counts, class_weights_for
 from resomap.train.step import TrainingInterrupted
 
 
@@ -39,6 +40,12 @@ def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> 
         f"{stats.epoch_seconds:.1f}s {stats.images_per_s:.0f} img/s",
         flush=True,
     )
+
+
+def class_weights_by_name(train: TrainParams, data: PreparedData) -> dict[str, float] | None:
+    """The loss's weight per class (train.class_weights), by class name; None when all weigh 1."""
+    weights = class_weights_for(train, class_counts(data.splits["train"].labels, data.num_classes))
+    return dict(zip(data.classes, weights.tolist(), strict=True)) if weights is not None else None
 
 
 def main(argv: list[str]) -> None:
@@ -104,6 +111,9 @@ def train_cell(cell: Cell, params: Params, ranks: Ranks, device: torch.device) -
             compile_seconds=result.compile_seconds,
             data_placement=result.data_placement,
             data_placement_reason=result.data_placement_reason,
+            class_weights=class_weights_by_name(params.train, data),
+            ema=params.train.ema_decay is not None,
+            ema_decay=params.train.ema_decay,
             **numerics(device),
         )
     io.save_state_dict(model_dir(cell) / "model.pt", result.best_state)

@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from helpers.env import free_ports
+from helpers.recipe import RECIPE
 from resomap.core.config import TrainParams
 from resomap.core.errors import ResoMapError
 from resomap.data.prepared import PreparedData, Split
@@ -58,14 +59,16 @@ def _rank_main(rank: int, world_size: int, port: int, train: TrainParams, out: s
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("grad_accum_steps", [1, 2])
-def test_two_ranks_reproduce_the_single_process_training(tmp_path, grad_accum_steps):
+@pytest.mark.parametrize(("grad_accum_steps", "recipe"), [(1, {}), (2, {}), (2, RECIPE)], ids=["plain", "accumulated", "focal-mixup-cutmix-ema"])
+def test_two_ranks_reproduce_the_single_process_training(tmp_path, grad_accum_steps, recipe):
     """Same data order, same augmentation draws, gradients averaged over the shards, metrics
     reduced: weights and curves match one process.  With accumulation only the last micro-batch
-    all-reduces (no_sync), which must not change the result either."""
-    single = train_no_norm_net(TRAIN, Ranks())
+    all-reduces (no_sync), which must not change the result either.  With MixUp/CutMix each rank's
+    images keep their partners from the whole batch, often another rank's."""
+    train = dataclasses.replace(TRAIN, **recipe)
+    single = train_no_norm_net(train, Ranks())
     out = str(tmp_path / "result")
-    mp.spawn(_rank_main, args=(2, free_ports(1)[0], dataclasses.replace(TRAIN, grad_accum_steps=grad_accum_steps), out), nprocs=2)
+    mp.spawn(_rank_main, args=(2, free_ports(1)[0], dataclasses.replace(train, grad_accum_steps=grad_accum_steps), out), nprocs=2)
     ranks = [torch.load(f"{out}.{rank}") for rank in (0, 1)]
     for name, value in single.best_state.items():
         torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-4, atol=1e-5)

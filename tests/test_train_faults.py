@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.recipe import RECIPE
 from resomap.core import io
 from resomap.core.config import EarlyStopping, TrainParams
 from resomap.core.errors import ResoMapError
@@ -108,9 +109,11 @@ def test_non_finite_loss_names_epoch_and_step(tiny_synthetic, monkeypatch):
         run_fit(data, train_params())
 
 
-def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tiny_synthetic, monkeypatch):
+@pytest.mark.parametrize("changes", [{}, RECIPE], ids=["plain", "focal-mixup-cutmix-ema"])
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tiny_synthetic, monkeypatch, changes):
+    """A mixed batch too: the mix is drawn per batch and each image's partner rows travel with it."""
     data = load_prepared(tiny_synthetic, ("train", "val"))
-    train = train_params(epochs=2)
+    train = train_params(epochs=2, **changes)
     real, sizes = training.forward_backward, []
 
     def oom_twice(step, x, y, weight):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.recipe import RECIPE
 from resomap.core.config import TrainParams
 from resomap.data.prepared import PreparedData, Split, load_prepared
 from resomap.models.registry import build_model
@@ -71,10 +72,13 @@ def linear_data(n: int = 64) -> PreparedData:
 
 
 @pytest.mark.parametrize("accum", [2, 4])
-def test_gradient_accumulation_matches_the_full_batch(accum):
-    """Without batch norm, accumulating micro-batches must give the full batch's update."""
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["plain", "focal-mixup-cutmix-ema"])
+def test_gradient_accumulation_matches_the_full_batch(accum, recipe):
+    """Without batch norm, accumulating micro-batches must give the full batch's update; with
+    MixUp/CutMix too, since each image's partner is chosen in the whole batch, not the micro-batch."""
     data = linear_data()
-    plain = dict(batch_size=32, epochs=2, scheduler="none", augment=dataclasses.replace(TrainParams().augment, hflip=False, crop_padding=0.0))
+    augment = dataclasses.replace(TrainParams().augment, hflip=False, crop_padding=0.0)
+    plain = dict(batch_size=32, epochs=2, scheduler="none", augment=augment, **recipe)
     results = []
     for steps in (1, accum):
         torch.manual_seed(0)

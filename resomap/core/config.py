@@ -96,6 +96,15 @@ class TrainParams:
     gamma: float = 0.1  # step, multistep, exponential, plateau factor
     plateau_patience: int = 2  # plateau: epochs without improvement before the lr drops
     label_smoothing: float = 0.0
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"  # resomap/train/losses.py
+    focal_gamma: float = 2.0  # focal: (1 - p)^gamma down-weights the images already classified well
+    focal_alpha: float | None = None  # focal: a constant factor on the loss; null: 1
+    class_weights: Literal["none", "balanced"] = "none"  # balanced: n_images / (n_classes * images of the class)
+    mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0: off (resomap/data/mixing.py)
+    cutmix_alpha: float = 0.0  # CutMix's Beta(alpha, alpha); 0: off
+    mix_prob: float = 1.0  # share of batches mixed, when either alpha is above 0
+    mix_switch_prob: float = 0.5  # both alphas above 0: the chance a mixed batch uses CutMix
+    ema_decay: float | None = None  # exponential moving average of the weights (validated and saved); null: off
     grad_accum_steps: int = 1
     grad_clip_norm: float | None = None
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
@@ -376,9 +385,28 @@ def _validate_train(train: TrainParams) -> None:
     _non_negative("train.freeze_epochs", train.freeze_epochs)
     if train.freeze_epochs >= train.epochs:
         raise ParamsError(f"train.freeze_epochs ({train.freeze_epochs}) must be below train.epochs ({train.epochs}): the backbone never trains")
+    _validate_recipe(train)
     if train.init_from is not None and not train.init_from.strip():
         raise ParamsError("train.init_from is empty: set it to a state dict file, or null to start from the built model")
     _validate_augment(train.augment)
+
+
+def _validate_recipe(train: TrainParams) -> None:
+    """The loss, mixing and weight-averaging keys (docs/params.md)."""
+    _non_negative("train.focal_gamma", train.focal_gamma)
+    if train.focal_alpha is not None:
+        if train.loss != "focal":
+            raise ParamsError(f"train.focal_alpha is used only with train.loss: focal (loss is {train.loss}): set it to null")
+        if not 0 < train.focal_alpha <= 1:
+            raise ParamsError(f"train.focal_alpha must be in (0, 1], or null for 1; got {train.focal_alpha}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(train, key) < 0:
+            raise ParamsError(f"train.{key} must not be negative (0 turns it off, 0.2 to 1 is usual), got {getattr(train, key)}")
+    for key in ("mix_prob", "mix_switch_prob"):
+        if not 0 <= getattr(train, key) <= 1:
+            raise ParamsError(f"train.{key} must be a probability in [0, 1], got {getattr(train, key)}")
+    if train.ema_decay is not None and not 0 < train.ema_decay < 1:
+        raise ParamsError(f"train.ema_decay must be in (0, 1), e.g. 0.999, or null to turn weight averaging off; got {train.ema_decay}")
 
 
 def _validate_augment(augment: Augment) -> None:

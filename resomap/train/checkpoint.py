@@ -150,6 +150,7 @@ def capture(epoch: int, model: nn.Module, step: TrainStep, stopper: EarlyStopper
         "optimizer": step.optimizer.state_dict(),
         "scheduler": step.schedule.scheduler.state_dict() if step.schedule.scheduler is not None else None,
         "scaler": step.scaler.state_dict(),
+        "ema": step.ema.averaged.state_dict() if step.ema is not None else None,
         "stopper": {"best": stopper.best, "epochs_since_best": stopper.epochs_since_best},
         "best_state": result.best_state,
         "best_epoch": result.best_epoch,
@@ -170,6 +171,8 @@ def restore(state: dict, model: nn.Module, step: TrainStep, stopper: EarlyStoppe
     if step.schedule.scheduler is not None:
         step.schedule.scheduler.load_state_dict(state["scheduler"])
     step.scaler.load_state_dict(state["scaler"])
+    if step.ema is not None:
+        step.ema.averaged.load_state_dict(state["ema"])
     stopper.best, stopper.epochs_since_best = state["stopper"]["best"], state["stopper"]["epochs_since_best"]
     result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]
     result.history = [EpochStats(**stats) for stats in state["history"]]

@@ -19,6 +19,7 @@ from resomap.models.heads import freeze_backbone
 from resomap.models.inference import predict_logits
 from resomap.train.checkpoint import Checkpointer, capture, restore
 from resomap.train.distributed import Ranks, deferred_gradient_sync
+from resomap.train.losses import class_counts
 from resomap.train.records import EarlyStopper, EpochStats, FitResult
 from resomap.train.step import TrainingInterrupted, TrainStep, forward_backward, make_train_step, train_one_epoch
 
@@ -50,12 +51,14 @@ def fit(
     train_split = training_memory(data.splits["train"], device)
     val = data.splits["val"]
     val_shard = Split(ranks.shard(val.images), ranks.shard(val.labels), None)  # once: a shard is a copy
-    step = make_train_step(model, train, device, len(train_split), ranks=ranks, stop_requested=stop_requested)
+    step = make_train_step(model, train, device, len(train_split), ranks=ranks, stop_requested=stop_requested,
+                           class_counts=class_counts(data.splits["train"].labels, data.num_classes))
     stopper = EarlyStopper(train.early_stopping.monitor, train.early_stopping.patience, train.early_stopping.min_delta)
     result = FitResult(best_state={}, best_epoch=0, data_placement=train_split.placement.where,
                        data_placement_reason=train_split.placement.reason)
     if train.compile:
-        result.compile_seconds = compile_now(step, model, train_split, val_shard)
+        # validation runs the weight average, uncompiled, when train.ema_decay is on
+        result.compile_seconds = compile_now(step, model, train_split, val_shard if step.ema is None else None)
     first_epoch = 1
     if checkpointer.resumed is not None:
         first_epoch = restore(checkpointer.resumed, model, step, stopper, generator, result) + 1
@@ -69,7 +72,7 @@ def fit(
         result.history.append(stats)
         on_epoch(stats)
         if stopper.update(stats.monitored(train.early_stopping.monitor)):
-            result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in _kept(step, model).state_dict().items()})
             result.best_epoch = epoch
         step.schedule.after_epoch(stats.monitored(train.early_stopping.monitor))
         checkpointer.save(capture(epoch, model, step, stopper, generator, result))
@@ -134,6 +137,8 @@ def _run_epoch(step: TrainStep, model: nn.Module, train_split: Split, val: tuple
         torch.cuda.synchronize(step.device)
     train_seconds = time.perf_counter() - start
     step.ranks.average_buffers(model)
+    if step.ema is not None:
+        step.ranks.average_buffers(step.ema.module)  # an average of averages: the same linear average
     val_loss, val_accuracy = _validate(step, *val)
     return EpochStats(
         epoch=epoch,
@@ -147,11 +152,16 @@ def _run_epoch(step: TrainStep, model: nn.Module, train_split: Split, val: tuple
     )
 
 
+def _kept(step: TrainStep, model: nn.Module) -> nn.Module:
+    """The weights validated and kept: the moving average when train.ema_decay is on."""
+    return step.ema.module if step.ema is not None else model
+
+
 def _validate(step: TrainStep, shard: Split, size: int) -> tuple[float, float]:
-    """Mean loss and accuracy on the validation split of `size` images; each rank scores its
-    `shard`, the sums are reduced."""
+    """Mean loss and accuracy on the validation split of `size` images (plain cross-entropy, whatever
+    the training loss); each rank scores its `shard`, the sums are reduced."""
     logits = predict_logits(
-        step.model, shard.images, batch_size=VAL_BATCH,
+        _kept(step, step.model), shard.images, batch_size=VAL_BATCH,
         device=step.device, dtype=step.dtype, memory_format=step.memory_format,
     )
     labels = shard.labels

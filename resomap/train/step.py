@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -17,12 +16,15 @@ from resomap.core.device import amp_dtype, autocast, memory_format
 from resomap.core.errors import ResoMapError
 from resomap.core.oom import with_oom_backoff
 from resomap.data.augment import crop_flip, draw_crop_flip, normalize
+from resomap.data.mixing import Mix, draw_mix, is_mixing, mix_images, mix_targets, partner_rows
 from resomap.data.placement import batch
 from resomap.data.policies import apply_policy, draw_policy
 from resomap.data.prepared import Split
 from resomap.optim.optimizers import optimizer_for
 from resomap.optim.schedules import LRSchedule
 from resomap.train.distributed import Ranks, deferred_gradient_sync
+from resomap.train.ema import WeightAverage
+from resomap.train.losses import Loss, make_loss
 
 
 class TrainingInterrupted(ResoMapError):
@@ -47,6 +49,9 @@ class TrainStep:
     dtype: torch.dtype | None
     memory_format: torch.memory_format
     micro_batch_size: int
+    loss: Loss
+    classes: int  # the targets' classes (MixUp/CutMix make one-hot targets)
+    ema: WeightAverage | None = None  # train.ema_decay: the weights validated and kept
     ranks: Ranks = Ranks()
     oom_backoffs: int = 0
     stop_requested: Callable[[], bool] = lambda: False
@@ -62,7 +67,7 @@ def forward_backward(step: TrainStep, x: torch.Tensor, y: torch.Tensor, weight: 
     returns the (unweighted) loss and the logits.  Tests wrap this to inject faults."""
     with autocast(step.device, step.dtype):
         logits = step.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=step.train.label_smoothing)
+        loss = step.loss(logits, y)
     step.scaler.scale(loss * weight).backward()
     return loss, logits
 
@@ -92,8 +97,12 @@ def train_one_epoch(
         batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
         offsets, flips = draw_crop_flip(len(batch_ids), padding, train.augment.hflip, generator)
         policy = draw_policy(len(batch_ids), train.augment, *split.images.shape[-2:], generator)
-        own = [step.ranks.shard(t) for t in (batch_ids, offsets, flips, policy)]
-        batch_loss, batch_correct = _batch_with_backoff(step, split, *own, padding)
+        rows = (batch_ids, offsets, flips, policy)
+        mix = draw_mix(train, *split.images.shape[-2:], generator)
+        if mix is not None:  # partners paired on the whole batch, before any split (resomap/data/mixing.py)
+            rows += partner_rows(rows)
+        own = [step.ranks.shard(t) for t in rows]
+        batch_loss, batch_correct = _batch_with_backoff(step, split, own, mix, padding)
         first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
         loss_sum += batch_loss
         correct += batch_correct
@@ -121,7 +130,7 @@ class RankOutOfMemory(torch.OutOfMemoryError):
         self.ranks = ranks
 
 
-def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips, policy, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_with_backoff(step: TrainStep, split: Split, rows: list[torch.Tensor], mix: Mix | None, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
     (the effective batch stays train.batch_size, the augmentation draws stay the same).  Under DDP
     the ranks agree after every attempt: one rank out of memory and all back off together, so the
@@ -129,12 +138,12 @@ def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips
 
     def attempt(micro_batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         step.optimizer.zero_grad(set_to_none=True)
-        micro_batches = list(zip(*(t.split(micro_batch_size) for t in (batch_ids, offsets, flips, policy))))
+        micro_batches = list(zip(*(t.split(micro_batch_size) for t in rows)))
         if not step.ranks.distributed:
-            return _accumulate_batch(step, split, micro_batches, padding)
+            return _accumulate_batch(step, split, micro_batches, mix, padding)
         result = None
         with contextlib.suppress(torch.OutOfMemoryError):  # leaving it frees the attempt's activations
-            result = _accumulate_batch(step, split, micro_batches, padding)
+            result = _accumulate_batch(step, split, micro_batches, mix, padding)
         out_of_memory = step.ranks.flagged(result is None)
         if out_of_memory:
             raise RankOutOfMemory(out_of_memory)
@@ -157,22 +166,36 @@ def _batch_with_backoff(step: TrainStep, split: Split, batch_ids, offsets, flips
     return result
 
 
-def _accumulate_batch(step: TrainStep, split: Split, micro_batches, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _accumulate_batch(step: TrainStep, split: Split, micro_batches, mix: Mix | None, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
     correct count, on the device.  Under DDP no backward all-reduces: the caller syncs the gradients
     once every rank has finished (a synced backward that ran out of memory could not be retried)."""
     total = sum(len(ids) for ids, *_ in micro_batches)
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
-    for ids, offsets, flips, policy in micro_batches:
-        x, y = batch(split, ids, step.device)
-        x = normalize(apply_policy(crop_flip(x, padding, offsets, flips), step.train.augment, policy), step.memory_format)
+    for rows in micro_batches:
+        count = len(rows[0])
+        if mix is None:
+            x, y = _augmented(step, split, rows, padding)
+            target = y
+        else:  # the images and their partners (the rows' second half) gathered and augmented together
+            half = len(rows) // 2
+            x, y = _augmented(step, split, [torch.cat(pair) for pair in zip(rows[:half], rows[half:])], padding)
+            x = mix_images(x[:count], x[count:], mix)
+            target, y = mix_targets(y[:count], y[count:], mix, step.classes)
         with deferred_gradient_sync(step.model):
-            loss, logits = forward_backward(step, x, y, len(ids) / total)
+            loss, logits = forward_backward(step, x, target, count / total)
         # accumulate on the device: reading .item() here would synchronise every step
-        loss_sum += loss.detach().float() * len(ids)
-        correct += (logits.argmax(1) == y).sum()
+        loss_sum += loss.detach().float() * count
+        correct += (logits.argmax(1) == y).sum()  # a mixed image counts against its dominant label
     return loss_sum, correct
+
+
+def _augmented(step: TrainStep, split: Split, rows, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of rows' ids, cropped, flipped, put through the policy and normalised, with their labels."""
+    ids, offsets, flips, policy = rows
+    x, y = batch(split, ids, step.device)
+    return normalize(apply_policy(crop_flip(x, padding, offsets, flips), step.train.augment, policy), step.memory_format), y
 
 
 def _optimizer_step(step: TrainStep) -> None:
@@ -183,6 +206,8 @@ def _optimizer_step(step: TrainStep) -> None:
     step.scaler.update()
     step.optimizer.zero_grad(set_to_none=True)
     step.schedule.after_optimizer_step()
+    if step.ema is not None:
+        step.ema.update()
 
 
 def make_train_step(
@@ -193,14 +218,20 @@ def make_train_step(
     *,
     ranks: Ranks = Ranks(),
     stop_requested: Callable[[], bool] = lambda: False,
+    class_counts: torch.Tensor | None = None,
 ) -> TrainStep:
-    """The optimiser, schedule and forward module (DDP-wrapped across ranks, compiled when asked)
-    for a model already on `device`; the train stage's loop and the throughput benchmark share it."""
+    """The optimiser, schedule, loss and forward module (DDP-wrapped across ranks, compiled when
+    asked), and the weight average when train.ema_decay asks, for a model already on `device`; the
+    train stage's loop and the throughput benchmark share it.  `class_counts` (images per class of
+    the train split) is needed by balanced class weights and mixing."""
+    if class_counts is None and (train.class_weights != "none" or is_mixing(train)):
+        raise ResoMapError("train.class_weights and MixUp/CutMix need the train split's class counts: pass class_counts")
     if train.batch_size % ranks.world_size:
         raise ResoMapError(
             f"train.batch_size {train.batch_size} does not split evenly over {ranks.world_size} processes: "
             "launch a divisor of it"
         )
+    ema = WeightAverage(model, train.ema_decay) if train.ema_decay is not None else None  # copied before any wrapping
     wrapped = ranks.wrap(model, device)
     optimizer = optimizer_for(model, train, device)
     dtype = amp_dtype(train.amp, device)
@@ -215,6 +246,9 @@ def make_train_step(
         dtype=dtype,
         memory_format=memory_format(train.channels_last),
         micro_batch_size=max(1, min(train.batch_size, train_images) // ranks.world_size // train.grad_accum_steps),
+        loss=make_loss(train, class_counts, device),
+        classes=len(class_counts) if class_counts is not None else 0,
+        ema=ema,
         ranks=ranks,
         stop_requested=ranks.agreed(stop_requested),
     )

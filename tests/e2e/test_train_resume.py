@@ -112,6 +112,21 @@ def test_kill_9_then_rerun_resumes_and_matches_an_uninterrupted_run(tiny_synthet
     assert not (cwd / STATE).exists(), "resume state is removed once the cell has finished"
 
 
+def test_kill_9_with_the_strong_recipe_on_resumes_bit_identically(tiny_synthetic, tmp_path_factory):
+    """EMA, MixUp/CutMix, focal loss, balanced weights and a per-image policy keep state and draws
+    that a resume must restore exactly: the weight average, the generator behind every draw."""
+    augment = {**yaml.safe_load((REPO / "params.yaml").read_text())["train"]["augment"], "policy": "randaugment", "random_erasing": 0.25}
+    recipe = {"loss": "focal", "class_weights": "balanced", "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "ema_decay": 0.9, "augment": augment}
+    clean = make_cell_dir(tmp_path_factory.mktemp("recipe_clean") / "cell", tiny_synthetic, **recipe)
+    assert run_stage(clean).returncode == 0
+    cwd = make_cell_dir(tmp_path_factory.mktemp("recipe_killed") / "cell", tiny_synthetic, **recipe)
+    code, _, _ = interrupt_after_epoch(cwd, 3, signal.SIGKILL)
+    assert code == -signal.SIGKILL and io.load_state_dict(cwd / STATE)["ema"] is not None
+    done = run_stage(cwd)
+    assert done.returncode == 0 and "resumed train tiny_cnn-32-0 from epoch" in done.stdout, done.stderr
+    assert outputs(cwd) == outputs(clean)
+
+
 def test_sigterm_stops_cleanly_with_state_saved_and_the_rerun_resumes(tiny_synthetic, tmp_path, uninterrupted):
     cwd = make_cell_dir(tmp_path / "cell", tiny_synthetic)
     code, _, err = interrupt_after_epoch(cwd, 2, signal.SIGTERM)

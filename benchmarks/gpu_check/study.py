@@ -1,24 +1,23 @@
 """A tiny study through a real `dvc repro` on CUDA with every explain method.
 
-The project's code is copied into a fresh git + DVC repo; the study is composed into params.yaml
-from conf/ by `python -m tools.compose` with a tiny grid as Hydra overrides; `dvc repro` runs with
-RESOMAP_DEVICE=cuda. Passes when every stage ran, the train and profile metrics say cuda, and
+The project's code is copied into a fresh git + DVC repo (the tests' make_study_repo); the study
+is composed into params.yaml from conf/ by `python -m tools.compose` with a tiny grid as Hydra
+overrides; `dvc repro` runs with RESOMAP_DEVICE=cuda. Passes when every stage ran, the train and profile metrics say cuda, and
 every method left explain scores."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from benchmarks.gpu_check.common import check_main, require, result, tool_env
 
-REPO = Path(__file__).resolve().parents[2]
-CODE = ("resomap", "stages", "tools", "conf", "hydra_plugins")
-FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from helpers.study_repo import compose, git_commit, make_study_repo  # noqa: E402  (the tests' study repo, not a copy of it)
+
 METHODS = ["gradcam", "gradcam_pp", "integrated_gradients", "saliency", "smoothgrad"]
 MODEL, RESOLUTION = "tiny_cnn", 32
 OVERRIDES = [  # Hydra's, as after `dvc exp run -S`: the composed params.yaml keeps a valid stamp
@@ -40,25 +39,10 @@ def sh(command: list[str], cwd: Path, env: dict | None = None) -> str:
     return output
 
 
-def make_repo(path: Path) -> Path:
-    """The project's code in a fresh git + DVC repo (as the end-to-end tests' study repo)."""
-    path.mkdir(parents=True)
-    for folder in CODE:
-        shutil.copytree(REPO / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in FILES:
-        shutil.copy(REPO / name, path / name)
-    sh(["git", "init", "-q"], path)
-    sh([sys.executable, "-m", "dvc", "init", "-q"], path)
-    shutil.copytree(REPO / ".dvc/plots", path / ".dvc/plots")
-    shutil.copy(REPO / ".dvc/config", path / ".dvc/config")
-    return path
-
-
 def run(work: Path) -> dict:
-    repo = make_repo(work / "study")
-    sh([sys.executable, "-m", "tools.compose", *OVERRIDES], repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "-c", "user.name=gpu-check", "-c", "user.email=gpu-check@localhost", "commit", "-qm", "tiny GPU study"], repo)
+    repo = make_study_repo(work / "study", tiny=False)
+    compose(repo, *OVERRIDES)
+    git_commit(repo, "tiny GPU study")
     output = sh([sys.executable, "-m", "dvc", "repro"], repo, tool_env(RESOMAP_DEVICE="cuda"))
     ran = set(re.findall(r"Running stage '([^']+)'", output))
     missing = sorted(STAGES - ran)

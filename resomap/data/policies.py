@@ -25,6 +25,8 @@ GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 ENHANCE = ("brightness", "color", "contrast", "sharpness")  # PIL's enhancers: factor 1 + magnitude
 UNSIGNED = ("posterize", "solarize", "auto_contrast", "equalize", "invert", "identity")
 OPS = ("identity", *GEOMETRIC, *ENHANCE, "posterize", "solarize", "auto_contrast", "equalize", "invert")
+GEOMETRIC_IDS = torch.tensor([OPS.index(name) for name in GEOMETRIC])
+UNSIGNED_IDS = torch.tensor([OPS.index(name) for name in UNSIGNED])
 
 # torchvision's magnitude spaces: an op's magnitude is its maximum times t in [0, 1] (RandAugment:
 # t = m / 30; TrivialAugment: a bin of 31 drawn per image; AutoAugment: its policy's bin / 9).
@@ -101,17 +103,22 @@ def _draw_ops(batch: int, augment: Augment, generator: torch.Generator) -> tuple
     """Per image and layer: an index into OPS and its signed magnitude in the op's own unit."""
     if augment.policy == "autoaugment":
         return _draw_autoaugment(batch, generator)
-    space = RANDAUGMENT_SPACE if augment.policy == "randaugment" else TRIVIALAUGMENT_SPACE
-    names = list(space)
+    op_ids, maxima = _space_table(augment.policy)
     layers = _layers(augment)
-    chosen = torch.randint(0, len(names), (batch, layers), generator=generator)
+    chosen = torch.randint(0, len(op_ids), (batch, layers), generator=generator)
     if augment.policy == "randaugment":
         fraction = torch.full((batch, layers), augment.magnitude / 30)
     else:
         fraction = torch.randint(0, 31, (batch, layers), generator=generator) / 30
-    maxima = torch.tensor([space[name] for name in names])[chosen]
-    ops = torch.tensor([OPS.index(name) for name in names])[chosen]
-    return ops, _signed(ops, maxima * fraction, generator)
+    ops = op_ids[chosen]
+    return ops, _signed(ops, maxima[chosen] * fraction, generator)
+
+
+@cache
+def _space_table(policy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ops a RandAugment or TrivialAugment image draws from, as indices into OPS, and their maximal magnitudes."""
+    space = RANDAUGMENT_SPACE if policy == "randaugment" else TRIVIALAUGMENT_SPACE
+    return torch.tensor([OPS.index(name) for name in space]), torch.tensor(list(space.values()))
 
 
 def _draw_autoaugment(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +146,7 @@ def _autoaugment_table() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def _signed(ops: torch.Tensor, magnitudes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A random sign per image and layer, for the ops whose magnitude has a direction."""
     negative = torch.rand(ops.shape, generator=generator) < 0.5
-    unsigned = torch.isin(ops, torch.tensor([OPS.index(name) for name in UNSIGNED]))
+    unsigned = torch.isin(ops, UNSIGNED_IDS)
     return torch.where(negative & ~unsigned, -magnitudes, magnitudes)
 
 
@@ -225,10 +232,17 @@ def _resample(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor, dim: i
     return below * (1 - weight) + above * weight
 
 
+def _kornia_enhance():
+    """kornia.enhance, imported on first use: kornia costs ~1.6 s of imports, which a cell with
+    only crop and flip never pays."""
+    from kornia import enhance
+
+    return enhance
+
+
 def _color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     """Brightness, contrast, saturation, in that order, with PIL's definitions (kornia's kernels)."""
-    from kornia import enhance  # kornia: ~1.6 s of imports
-
+    enhance = _kornia_enhance()
     x = enhance.adjust_brightness_accumulative(x, factors[:, 0])
     x = enhance.adjust_contrast_with_mean_subtraction(x, factors[:, 1])
     return enhance.adjust_saturation_with_gray_subtraction(x, factors[:, 2])
@@ -249,7 +263,7 @@ def _apply_ops(x: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tensor) -> 
     """One layer: each op kind runs once, on the images that drew it (the geometric ones share one
     warp with a matrix per image).  Group membership is read on the CPU: no device sync."""
     out = x.clone()
-    geometric = torch.isin(ops, torch.tensor([OPS.index(name) for name in GEOMETRIC]))
+    geometric = torch.isin(ops, GEOMETRIC_IDS)
     groups = [(geometric, _warp)] + [(ops == OPS.index(name), KERNELS[name]) for name in OPS if name in KERNELS]
     for members, kernel in groups:
         index = members.nonzero()[:, 0]
@@ -282,30 +296,22 @@ def _affine_matrices(ops: torch.Tensor, magnitudes: torch.Tensor, height: int, w
 
 def _enhance(kernel_name: str):
     def kernel(x: torch.Tensor, _ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
-        from kornia import enhance  # kornia: ~1.6 s of imports
-
-        return getattr(enhance, kernel_name)(x, upload(1 + magnitudes, x.device))
+        return getattr(_kornia_enhance(), kernel_name)(x, upload(1 + magnitudes, x.device))
 
     return kernel
 
 
 def _posterize(x: torch.Tensor, _ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
-    from kornia import enhance  # kornia: ~1.6 s of imports
-
-    return enhance.posterize(x, upload(8 - magnitudes.round().long(), x.device))
+    return _kornia_enhance().posterize(x, upload(8 - magnitudes.round().long(), x.device))
 
 
 def _solarize(x: torch.Tensor, _ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
-    from kornia import enhance  # kornia: ~1.6 s of imports
-
-    return enhance.solarize(x, upload(1 - magnitudes, x.device))
+    return _kornia_enhance().solarize(x, upload(1 - magnitudes, x.device))
 
 
 def _plain(kernel_name: str):
     def kernel(x: torch.Tensor, _ops: torch.Tensor, _magnitudes: torch.Tensor) -> torch.Tensor:
-        from kornia import enhance  # kornia: ~1.6 s of imports
-
-        return getattr(enhance, kernel_name)(x)
+        return getattr(_kornia_enhance(), kernel_name)(x)
 
     return kernel
 

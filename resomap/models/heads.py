@@ -38,6 +38,9 @@ def classifier_name(model: nn.Module) -> str:
     return names[-1]
 
 
+MLP_LAYERS = (nn.Dropout, nn.Linear, nn.ReLU, nn.BatchNorm1d, nn.Dropout, nn.Linear)  # mlp_head's, in order
+
+
 def mlp_head(in_features: int, num_classes: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Dropout(dropout),
@@ -65,7 +68,7 @@ def classifier_module(model: nn.Module) -> nn.Module:
     name = classifier_name(model)
     parent_name = name.rpartition(".")[0]
     parent = model.get_submodule(parent_name) if parent_name else model
-    is_mlp = isinstance(parent, nn.Sequential) and [type(m) for m in parent] == [type(m) for m in mlp_head(1, 1, 1, 0.0)]
+    is_mlp = isinstance(parent, nn.Sequential) and tuple(type(layer) for layer in parent) == MLP_LAYERS
     return parent if is_mlp else model.get_submodule(name)
 
 

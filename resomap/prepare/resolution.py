@@ -42,8 +42,6 @@ def open_source(data: DataParams, resolution: int) -> SourceData:
 def subset_train(source: SourceData, data: DataParams) -> SourceData:
     """The source with its train split cut to data.subset_fraction of each class (val and test
     stay whole, so scores remain comparable with the full data's)."""
-    if data.subset_fraction >= 1.0:
-        return source
     train = stratified_subset(source.splits["train"], source.classes, data.subset_fraction, data.seed)
     return dataclasses.replace(source, splits={**source.splits, "train": train})
 

@@ -5,6 +5,8 @@ Killed or interrupted, it resumes from its last finished epoch on the next run (
 With RESOMAP_NPROC=N it relaunches itself under torchrun on N processes (DDP; rank 0 writes).
 """
 
+from __future__ import annotations
+
 import contextlib
 
 import torch
@@ -19,27 +21,15 @@ from resomap.core.stage import StopSignals, cell_from_argv, run_stage
 from resomap.data.prepared import PreparedData, load_prepared
 from resomap.models.heads import head_from
 from resomap.models.registry import check_model, initial_model
+from resomap.train import lr_range_test
 from resomap.train.checkpoint import ResumeStore, resume_key
 from resomap.train.distributed import Ranks, join, leave, relaunch_under_torchrun
-from resomap.train.fit import EpochStats, fit
+from resomap.train.epoch_log import EpochLog
+from resomap.train.fit import fit
 from resomap.train.losses import class_counts, class_weights_for
+from resomap.train.pseudo_label import pseudo_label_phase
+from resomap.train.records import kept_file_name
 from resomap.train.step import TrainingInterrupted
-
-
-def log_epoch(live: Live, stats: EpochStats, epochs: int, echo: bool = True) -> None:
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-        live.log_metric(key.replace("_", "/", 1), getattr(stats, key))
-    for key in ("lr", "epoch_seconds", "images_per_s"):
-        live.log_metric(key, getattr(stats, key))
-    live.next_step()
-    if not echo:
-        return
-    print(
-        f"epoch {stats.epoch}/{epochs} train_loss {stats.train_loss:.4f} train_acc {stats.train_accuracy:.4f} "
-        f"val_loss {stats.val_loss:.4f} val_acc {stats.val_accuracy:.4f} lr {stats.lr:.4g} "
-        f"{stats.epoch_seconds:.1f}s {stats.images_per_s:.0f} img/s",
-        flush=True,
-    )
 
 
 def class_weights_by_name(train: TrainParams, data: PreparedData) -> dict[str, float] | None:
@@ -68,32 +58,34 @@ def train_cell(cell: Cell, params: Params, ranks: Ranks, device: torch.device) -
     data = load_prepared(prepared_dir(cell.resolution), ("train", "val"))
     model = initial_model(cell.model, data.num_classes, head_from(params.train),
                           pretrained=params.train.pretrained, init_from=params.train.init_from)
+    params, lr_test = lr_range_test.with_lr_found(cell, params, model, data, ranks, device)
     # every rank resumes from rank 0's state; only rank 0 writes
     store = ResumeStore(cell, resume_key(cell, params.train, data, device, ranks.world_size), writes=ranks.is_main)
     state = store.resumed
     if state is not None and ranks.is_main:
         print(f"resumed train {cell} from epoch {state['epoch']}/{params.train.epochs}", flush=True)
-    epochs = params.train.epochs
+    epochs = params.train.epochs + (params.train.pseudo_label.epochs if params.train.pseudo_label else 0)
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(StopSignals())
-        live = None
+        log = EpochLog(None, epochs)
         if ranks.is_main:
-            live = stack.enter_context(Live(dir=str(train_metrics_dir(cell)), save_dvc_exp=False, dvcyaml=None, report=None))
+            log = EpochLog(stack.enter_context(Live(dir=str(train_metrics_dir(cell)), save_dvc_exp=False, dvcyaml=None, report=None)), epochs)
             # DVC removed the curves with the other outputs: rewrite the finished epochs' rows from the state
-            for stats in [EpochStats(**row) for row in state["history"]] if state else []:
-                log_epoch(live, stats, epochs, echo=False)
+            log.resumed(state)
         try:
-            result = fit(
-                model, data, params.train, seed=cell.seed, device=device,
-                on_epoch=(lambda stats: log_epoch(live, stats, epochs)) if live else (lambda stats: None),
-                checkpointer=store, stop_requested=stop, ranks=ranks,
-            )
+            result = fit(model, data, params.train, seed=cell.seed, device=device, on_epoch=log,
+                         checkpointer=store, stop_requested=stop, ranks=ranks)
+            pseudo, stores = None, [store]
+            if params.train.pseudo_label is not None:
+                result, pseudo, phase_store = pseudo_label_phase(cell, params.train, model, data, result, device, ranks, log, stop)
+                stores.append(phase_store)
         except TrainingInterrupted as interrupted:
             raise Interrupted(
                 f"train {cell} stopped by {stop.name} during epoch {interrupted.epoch}/{epochs}; "
                 f"finished epochs are saved in {store.path.parent}: run `dvc repro` again to resume",
                 stop.received,
             ) from None
+        live = log.live
         best = result.history[result.best_epoch - 1]
         if not ranks.is_main:
             return
@@ -114,10 +106,15 @@ def train_cell(cell: Cell, params: Params, ranks: Ranks, device: torch.device) -
             class_weights=class_weights_by_name(params.train, data),
             ema=params.train.ema_decay is not None,
             ema_decay=params.train.ema_decay,
+            pseudo_label=pseudo,
+            **lr_range_test.summary(lr_test),
             **numerics(device),
         )
     io.save_state_dict(model_dir(cell) / "model.pt", result.best_state)
-    store.clear()
+    for kept in result.top:  # train.save_top_k > 1; evaluate and explain read model.pt, the best
+        io.save_state_dict(model_dir(cell) / kept_file_name(kept, params.train.early_stopping.monitor), kept.state)
+    for finished in stores:
+        finished.clear()
     print(
         f"train {cell}: best epoch {result.best_epoch}/{len(result.history)}, "
         f"val_accuracy {best.val_accuracy:.4f} on {device.type}" + (f" x {ranks.world_size} processes" if ranks.distributed else "")

@@ -1,13 +1,8 @@
 import pytest
-import yaml
 
-from helpers.env import REPO
+from helpers.env import REPO, shipped
 from resomap.core.config import ParamsError, load_params, parse_params, validate
 from resomap.core.errors import ResoMapError
-
-
-def shipped() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def check(raw: dict) -> None:

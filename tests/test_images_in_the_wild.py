@@ -10,6 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers.env import shipped
 from resomap.core.config import DataParams, ParamsError, load_params
 from resomap.core.errors import ResoMapError
 from resomap.data.prepared import load_prepared
@@ -183,7 +184,7 @@ def test_too_few_classes_name_data_path(tmp_path, classes, message):
 
 
 def _params_file(tmp_path: Path, **data) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = shipped()
     raw["data"].update(data)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-import yaml
 
-from helpers.env import REPO
+from helpers.env import shipped
+from helpers.fitting import CPU, run_fit, same_weights
 from resomap.core.config import Augment, ParamsError, ResizedCrop, parse_params, validate
 from resomap.data.augment import MEAN, crop_flip, draw_crop_flip, normalize
 from resomap.data.policies import OPS, Columns, apply_policy, draw_policy
@@ -18,7 +18,6 @@ from resomap.train import step as training
 from resomap.train.checkpoint import Checkpointer
 from resomap.train.fit import fit
 
-CPU = torch.device("cpu")
 POLICIES = ["randaugment", "trivialaugment", "autoaugment"]
 
 
@@ -108,7 +107,7 @@ def test_output_feeds_normalize_in_channels_last(policy):
 
 
 def augment_raw(**changes) -> dict:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = shipped()
     raw["train"]["augment"].update(changes)
     return raw
 
@@ -146,15 +145,6 @@ RECIPE = Augment(policy="randaugment", random_resized_crop=ResizedCrop(scale=[0.
 def recipe_params(**changes):
     train = parse_params(augment_raw()).train
     return dataclasses.replace(train, **{"epochs": 2, "batch_size": 16, "warmup_epochs": 0, "augment": RECIPE, **changes})
-
-
-def run_fit(data, train, **kwargs):
-    torch.manual_seed(0)
-    return fit(build_model("tiny_cnn", data.num_classes), data, train, seed=0, device=CPU, **kwargs)
-
-
-def same_weights(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_fit_with_randaugment_crop_and_erasing_is_bit_reproducible(tiny_synthetic):

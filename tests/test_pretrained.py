@@ -9,10 +9,9 @@ import copy
 import pytest
 import torch
 import torchvision
-import yaml
 from torch import nn
 
-from helpers.env import REPO
+from helpers.env import shipped
 from resomap.core.config import ParamsError, TrainParams, parse_params, validate
 from resomap.core.errors import ResoMapError
 from resomap.data.prepared import load_prepared
@@ -147,7 +146,7 @@ def test_the_check_stage_refuses_a_missing_init_from_file(tmp_path):
     ("init_from", " ", r"train\.init_from is empty"),
 ])
 def test_bad_starting_weights_params_name_the_key(key, value, message):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = shipped()
     raw["train"][key] = value
     with pytest.raises(ParamsError, match=message):
         validate(parse_params(raw))
@@ -172,7 +171,7 @@ def test_freeze_epochs_train_the_classifier_alone_first(tiny_synthetic):
 
 
 def test_freeze_epochs_must_leave_an_epoch_for_the_backbone():
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = shipped()
     raw["train"]["freeze_epochs"] = raw["train"]["epochs"]
     with pytest.raises(ParamsError, match=r"train\.freeze_epochs \(12\) must be below train\.epochs \(12\)"):
         validate(parse_params(raw))

@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from helpers.env import REPO, stage_env
+from helpers.env import REPO, shipped, stage_env
 
 
 def run(args: list[str], cwd, log) -> subprocess.CompletedProcess:
@@ -19,7 +19,7 @@ def run(args: list[str], cwd, log) -> subprocess.CompletedProcess:
 
 
 def test_a_finished_stage_logs_its_start_up_and_work_and_exits_0(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = shipped()
     params["data"]["images"] = {"train": 20, "val": 10, "test": 10}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     log = tmp_path / "stages.jsonl"

@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from helpers.env import REPO
+from helpers.env import shipped
 from resomap.core.config import DataParams, ImageCounts, ParamsError, parse_params, validate
 from resomap.core.errors import ResoMapError
 from resomap.data.prepared import load_prepared
@@ -88,7 +87,7 @@ def test_an_image_folder_class_the_fraction_empties_stops_before_anything_is_wri
 
 @pytest.mark.parametrize("value", [0, -0.1, 1.5])
 def test_the_fraction_is_validated_with_the_key_named(value):
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = shipped()
     raw["data"]["subset_fraction"] = value
     with pytest.raises(ParamsError, match=r"data.subset_fraction must be above 0 and at most 1"):
         validate(parse_params(raw))

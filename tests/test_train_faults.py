@@ -9,35 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.fitting import run_fit, same_weights, without_timings
 from helpers.recipe import RECIPE
 from resomap.core import io
-from resomap.core.config import EarlyStopping, TrainParams
+from resomap.core.config import EarlyStopping, Progressive, TrainParams
 from resomap.core.errors import ResoMapError
 from resomap.core.grid import Cell
 from resomap.data.prepared import load_prepared
-from resomap.models.registry import build_model
 from resomap.train import step as training
 from resomap.train.checkpoint import Checkpointer, ResumeStore, resume_key
-from resomap.train.fit import fit
-
-CPU = torch.device("cpu")
-TIMINGS = {"epoch_seconds", "images_per_s", "train_seconds"}
-
 
 # ---------------------------------------------------------------- in-process: fit(checkpointer=...)
 
 
 def train_params(**changes) -> TrainParams:
     return dataclasses.replace(TrainParams(epochs=4, batch_size=16, lr=0.05, warmup_epochs=0), **changes)
-
-
-def run_fit(data, train: TrainParams, **kwargs):
-    torch.manual_seed(0)
-    return fit(build_model("tiny_cnn", data.num_classes), data, train, seed=0, device=CPU, **kwargs)
-
-
-def without_timings(history) -> list[dict]:
-    return [{k: v for k, v in dataclasses.asdict(s).items() if k not in TIMINGS} for s in history]
 
 
 class KeepEpochs(Checkpointer):
@@ -53,18 +39,15 @@ class KeepEpochs(Checkpointer):
             io.save_state_dict(self.folder / f"epoch_{state['epoch']}.pt", state)
 
 
-def same_weights(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 @pytest.mark.parametrize(
     "changes",
     [
         {"scheduler": "cosine", "warmup_epochs": 1},
         {"scheduler": "onecycle", "optimizer": "adamw"},
         {"scheduler": "plateau"},
+        {"progressive": Progressive(start_resolution=16, end_epoch=3), "save_top_k": 2},
     ],
-    ids=["cosine-warmup", "onecycle-adamw", "plateau"],
+    ids=["cosine-warmup", "onecycle-adamw", "plateau", "progressive-top2"],
 )
 def test_fit_resumed_from_a_saved_epoch_is_bit_identical(tiny_synthetic, tmp_path, changes):
     data = load_prepared(tiny_synthetic, ("train", "val"))
@@ -75,6 +58,8 @@ def test_fit_resumed_from_a_saved_epoch_is_bit_identical(tiny_synthetic, tmp_pat
     assert same_weights(full.best_state, resumed.best_state)
     assert full.best_epoch == resumed.best_epoch
     assert without_timings(full.history) == without_timings(resumed.history)
+    assert [kept.epoch for kept in full.top] == [kept.epoch for kept in resumed.top]
+    assert all(same_weights(a.state, b.state) for a, b in zip(full.top, resumed.top, strict=True))
 
 
 def test_resume_after_early_stop_trains_no_more(tiny_synthetic, tmp_path):

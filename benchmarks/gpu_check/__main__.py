@@ -39,15 +39,15 @@ class Check:
 
 
 CHECKS = [
-    Check("study", 120, "tiny study through dvc repro on CUDA, all five explain methods"),
+    Check("study", 140, "tiny study through dvc repro on CUDA, all five explain methods, the training recipes"),
     Check("host_sync", 60, "host synchronisations in one bf16 training epoch"),
     Check("rerun", 150, "rerun and resume weight differences, default and RESOMAP_DETERMINISTIC=1"),
     Check("pinned", 60, "RESOMAP_DATA_PLACEMENT=host: page-locked bytes against the split", {"RESOMAP_DATA_PLACEMENT": "host"}),
-    Check("oom", 75, "out-of-memory back-off under a memory cap"),
+    Check("oom", 90, "out-of-memory back-off under a memory cap, then the micro-batch probe"),
     Check("fp16", 60, "fp16 + GradScaler + gradient clipping"),
-    Check("compiled", 150, "torch.compile: recompiles after epoch 1, compile seconds", {"TORCH_LOGS": "recompiles"}),
+    Check("compiled", 140, "torch.compile: recompiles after epoch 1, compile seconds", {"TORCH_LOGS": "recompiles"}),
     Check("energy", 45, "NVML energy counter against nvidia-smi power.draw"),
-    Check("throughput", 180, "benchmarks.train_throughput against the standing targets"),
+    Check("throughput", 155, "benchmarks.train_throughput against the standing targets"),
 ]
 
 

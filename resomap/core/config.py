@@ -35,6 +35,7 @@ class ImageCounts:
     train: int = 1500
     val: int = 300
     test: int = 300
+    unlabeled: int = 0  # the pseudo-labelling pool (train.pseudo_label); its true labels are kept aside
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class DataParams:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     subset_fraction: float = 1.0  # share of each class of the train split kept (seeded by data.seed); 1 keeps all
+    unlabeled_path: str | None = None  # imagefolder: a folder of unlabeled images, the pseudo-labelling pool
     on_bad_image: Literal["skip", "error"] = "skip"  # imagefolder: leave undecodable files out, or stop
     on_missing_class: Literal["error", "warn"] = "error"  # a class with no val or test image: stop, or warn in the report
 
@@ -64,6 +66,34 @@ class ResizedCrop:
 
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     ratio: list[float] = field(default_factory=lambda: [0.75, 1.333])
+
+
+@dataclass(frozen=True)
+class Progressive:
+    """Progressive resizing: train images resized from start_resolution up to the cell's
+    resolution by end_epoch (a linear ramp in multiples of 8, FFCV's rule)."""
+
+    start_resolution: int
+    end_epoch: int
+
+
+@dataclass(frozen=True)
+class LRRange:
+    """The LR range test of train.lr: auto: an exponential ramp from start to end over at most steps."""
+
+    start: float = 1e-5
+    end: float = 10.0
+    steps: int = 100
+
+
+@dataclass(frozen=True)
+class PseudoLabel:
+    """After the main fit, the best model labels the unlabeled pool; images at or above threshold
+    join the train split for `epochs` more epochs at lr_factor times train.lr."""
+
+    threshold: float = 0.9
+    epochs: int = 3
+    lr_factor: float = 0.1
 
 
 AUGMENT_POLICIES = ("none", "randaugment", "trivialaugment", "autoaugment")
@@ -86,7 +116,8 @@ class TrainParams:
     epochs: int = 10
     batch_size: int = 64
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.05
+    lr: float | Literal["auto"] = 0.05  # auto: Smith's LR range test picks it (resomap/train/lr_range_test.py)
+    lr_range: LRRange = field(default_factory=LRRange)  # lr: auto
     momentum: float = 0.9  # sgd only
     weight_decay: float = 5e-4
     scheduler: Literal["none", "cosine", "step", "multistep", "exponential", "plateau", "onecycle"] = "cosine"
@@ -106,6 +137,7 @@ class TrainParams:
     mix_switch_prob: float = 0.5  # both alphas above 0: the chance a mixed batch uses CutMix
     ema_decay: float | None = None  # exponential moving average of the weights (validated and saved); null: off
     grad_accum_steps: int = 1
+    micro_batch_size: Literal["auto"] | None = None  # auto: the largest that fits on the GPU, probed; null: batch_size / grad_accum_steps
     grad_clip_norm: float | None = None
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
@@ -116,6 +148,9 @@ class TrainParams:
     head_hidden: int = 512  # mlp head: hidden width
     head_dropout: float = 0.2  # mlp head: dropout before each linear layer
     freeze_epochs: int = 0  # the first N epochs train the classifier only
+    progressive: Progressive | None = None  # progressive resizing; null: every epoch at the cell's resolution
+    pseudo_label: PseudoLabel | None = None  # a pseudo-labelling phase after the main fit; null: off
+    save_top_k: int = 1  # the k best epochs' weights kept in the model folder (model.pt is the best)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     augment: Augment = field(default_factory=Augment)
 
@@ -250,8 +285,13 @@ def _coerce(hint, value, key: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:
+            return _coerce(arms[0], value, key)
+        for arm in arms:  # the arm of the value's kind, whose checks give the precise error
+            if _of_kind(arm, value):
+                return _coerce(arm, value, key)
+        raise ParamsError(f"{key} must be {' or '.join(_describe(arm) for arm in arms)}, got {value!r}")
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     if origin is Literal:
@@ -283,11 +323,29 @@ def _coerce(hint, value, key: str):
     raise TypeError(f"unsupported annotation {hint} for {key}")
 
 
+def _of_kind(hint, value) -> bool:
+    """Whether `value` is of the kind `hint` takes (a number for float, a listed word for Literal)."""
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if hint in (int, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, dict if dataclasses.is_dataclass(hint) else typing.get_origin(hint) or hint)
+
+
+def _describe(hint) -> str:
+    """How a type reads in an error: `a number`, `auto`."""
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(map(str, typing.get_args(hint)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
 def validate(params: Params) -> None:
     """Range and consistency checks that types alone cannot express."""
     _validate_grid(params)
     _validate_data(params.data)
     _validate_train(params.train)
+    _validate_pseudo_label_pool(params.train, params.data)
+    _validate_progressive_start(params.train.progressive, params.grid_resolutions)
     _positive("evaluate.batch_size", params.evaluate.batch_size)
     _positive("evaluate.ece_bins", params.evaluate.ece_bins)
     _positive("profile.batch_size", params.profile.batch_size)
@@ -336,6 +394,13 @@ def _validate_data(data: DataParams) -> None:
     _non_negative("data.seed", data.seed)
     for split in ("train", "val", "test"):
         _positive(f"data.images.{split}", getattr(data.images, split))
+    _non_negative("data.images.unlabeled", data.images.unlabeled)
+    if data.unlabeled_path is not None:
+        if data.source != "imagefolder":
+            raise ParamsError(f"data.unlabeled_path is for data.source: imagefolder (source is {data.source}): "
+                              "set it to null; the built-in data's pool is data.images.unlabeled")
+        if not data.unlabeled_path.strip():
+            raise ParamsError("data.unlabeled_path is empty: set it to a folder of unlabeled images, or null")
     for key in ("val_fraction", "test_fraction"):
         value = getattr(data, key)
         if not 0.0 < value < 0.5:
@@ -364,9 +429,9 @@ def _validate_train(train: TrainParams) -> None:
             f"train.batch_size ({train.batch_size}) must be a multiple of train.grad_accum_steps "
             f"({train.grad_accum_steps}): the micro-batch is batch_size / grad_accum_steps"
         )
-    for key in ("lr", "gamma"):
-        if getattr(train, key) <= 0:
-            raise ParamsError(f"train.{key} must be positive, got {getattr(train, key)}")
+    if train.lr != "auto" and train.lr <= 0:
+        raise ParamsError(f"train.lr must be positive, or auto for an LR range test; got {train.lr}")
+    _positive("train.gamma", train.gamma)
     for key in ("weight_decay", "momentum", "label_smoothing", "warmup_epochs"):
         _non_negative(f"train.{key}", getattr(train, key))
     if train.label_smoothing >= 1:
@@ -386,6 +451,7 @@ def _validate_train(train: TrainParams) -> None:
     if train.freeze_epochs >= train.epochs:
         raise ParamsError(f"train.freeze_epochs ({train.freeze_epochs}) must be below train.epochs ({train.epochs}): the backbone never trains")
     _validate_recipe(train)
+    _validate_schedule_recipes(train)
     if train.init_from is not None and not train.init_from.strip():
         raise ParamsError("train.init_from is empty: set it to a state dict file, or null to start from the built model")
     _validate_augment(train.augment)
@@ -407,6 +473,47 @@ def _validate_recipe(train: TrainParams) -> None:
             raise ParamsError(f"train.{key} must be a probability in [0, 1], got {getattr(train, key)}")
     if train.ema_decay is not None and not 0 < train.ema_decay < 1:
         raise ParamsError(f"train.ema_decay must be in (0, 1), e.g. 0.999, or null to turn weight averaging off; got {train.ema_decay}")
+
+
+def _validate_schedule_recipes(train: TrainParams) -> None:
+    """Progressive resizing, the LR range test, pseudo-labelling, checkpoints and the micro-batch."""
+    if train.progressive is not None:
+        _positive("train.progressive.start_resolution", train.progressive.start_resolution)
+        if not 1 <= train.progressive.end_epoch <= train.epochs:
+            raise ParamsError(f"train.progressive.end_epoch must be in [1, train.epochs ({train.epochs})]: "
+                              f"the epoch the cell's resolution is reached; got {train.progressive.end_epoch}")
+    lr_range = train.lr_range
+    if not 0 < lr_range.start < lr_range.end:
+        raise ParamsError(f"train.lr_range needs 0 < start < end, e.g. start 1e-5, end 10; got start {lr_range.start}, end {lr_range.end}")
+    if lr_range.steps < 10:
+        raise ParamsError(f"train.lr_range.steps must be at least 10 (the loss is smoothed over steps), got {lr_range.steps}")
+    if train.pseudo_label is not None:
+        pseudo = train.pseudo_label
+        if not 0 < pseudo.threshold <= 1:
+            raise ParamsError(f"train.pseudo_label.threshold must be a confidence in (0, 1], e.g. 0.9; got {pseudo.threshold}")
+        _positive("train.pseudo_label.epochs", pseudo.epochs)
+        if not 0 < pseudo.lr_factor <= 1:
+            raise ParamsError(f"train.pseudo_label.lr_factor must be in (0, 1] (of train.lr), got {pseudo.lr_factor}")
+    _positive("train.save_top_k", train.save_top_k)
+    if train.micro_batch_size == "auto" and train.grad_accum_steps != 1:
+        raise ParamsError(f"train.micro_batch_size: auto chooses the accumulation itself: set train.grad_accum_steps to 1 "
+                          f"(it is {train.grad_accum_steps}), or micro_batch_size to null")
+
+
+def _validate_progressive_start(progressive: Progressive | None, resolutions: list[int]) -> None:
+    """Progressive resizing grows the images: it cannot start above a cell's resolution."""
+    if progressive is not None and progressive.start_resolution > min(resolutions):
+        raise ParamsError(f"train.progressive.start_resolution ({progressive.start_resolution}) is above the cell resolution "
+                          f"{min(resolutions)}: set it to at most {min(resolutions)}, or drop {min(resolutions)} from the grid")
+
+
+def _validate_pseudo_label_pool(train: TrainParams, data: DataParams) -> None:
+    """train.pseudo_label needs a pool to label, and a pool is only prepared for a phase that uses it."""
+    pool = {"synthetic": data.images.unlabeled > 0, "imagefolder": data.unlabeled_path is not None}.get(data.source, False)
+    if train.pseudo_label is not None and not pool:
+        fix = {"synthetic": "set data.images.unlabeled (e.g. 1500)", "imagefolder": "set data.unlabeled_path to a folder of unlabeled images"}
+        raise ParamsError(f"train.pseudo_label needs an unlabeled pool: "
+                          f"{fix.get(data.source, 'torchvision sources have none: set train.pseudo_label to null')}")
 
 
 def _validate_augment(augment: Augment) -> None:

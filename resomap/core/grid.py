@@ -28,6 +28,9 @@ def prepared_dir(resolution: int) -> Path:
     return Path("data/prepared") / str(resolution)
 
 
+UNLABELED = "unlabeled"  # prepared_dir's folder of the pseudo-labelling pool, beside train/val/test when there is one
+
+
 def _per_cell(root: str) -> Callable[[Cell], Path]:
     """The folder of one cell under `root`: root/MODEL/RESOLUTION/SEED."""
 

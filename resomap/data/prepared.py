@@ -10,6 +10,7 @@ import torch
 
 from resomap.core import io
 from resomap.core.errors import ResoMapError
+from resomap.core.grid import UNLABELED
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ def load_classes(directory: Path) -> list[str]:
     if not path.is_file():
         raise ResoMapError(f"{path} not found: run `dvc repro prepare@{directory.name}` first")
     return io.read_json(path)
+
+
+def load_unlabeled(directory: Path) -> Split | None:
+    """The pseudo-labelling pool prepare wrote beside the splits, or None when it wrote none. Its
+    labels are the true ones kept aside (the built-in data) or UNKNOWN_LABEL (-1, an image folder's):
+    training may only score pseudo-labels against them, never learn from them."""
+    folder = directory / UNLABELED
+    return load_split(folder) if folder.is_dir() else None
 
 
 def load_prepared(directory: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> PreparedData:

@@ -3,7 +3,8 @@
 dvc.yaml cannot list an image folder as a dependency (data.path is null for the built-in data, and
 DVC has no optional dependencies), so the check stage, which DVC runs on every `dvc repro`, writes
 the digest to data/source.json and prepare depends on that file. Adding, removing or editing an
-image then reruns prepare at every resolution, also for a folder outside the repository.
+image (of data.path, or of the unlabeled pool data.unlabeled_path) then reruns prepare at every
+resolution, also for a folder outside the repository.
 
 A file's contents are hashed once: the hash is kept in .resomap/source-hashes.sqlite under its
 path, size, mtime and inode (what DVC's own state keeps), so a rescan of an unchanged folder only
@@ -24,14 +25,15 @@ from tqdm import tqdm
 
 from resomap.core.config import DataParams
 from resomap.core.errors import ResoMapError
-from resomap.prepare.imagefolder import IMAGE_EXTENSIONS, check_is_dir, visible_files
+from resomap.prepare.imagefolder import IMAGE_EXTENSIONS, check_is_dir, unlabeled_files, visible_files
 
 HASH_CACHE = Path(".resomap/source-hashes.sqlite")
 
 
 def source_fingerprint(data: DataParams, cache: Path = HASH_CACHE) -> dict:
     """What identifies the source's files: nothing for the synthetic data (params.yaml says it
-    all), else the count, bytes and digest of the files prepare may read under data.path."""
+    all), else the count, bytes and digest of the files prepare may read under data.path, and
+    under `unlabeled` those of data.unlabeled_path's pool when one is set."""
     if data.source == "synthetic":
         return {"source": "synthetic"}
     root = Path(data.path)
@@ -42,14 +44,24 @@ def source_fingerprint(data: DataParams, cache: Path = HASH_CACHE) -> dict:
         if not root.is_dir():
             raise ResoMapError(f"torchvision root {root} is not a folder: set data.path to where the dataset was downloaded")
         files = visible_files(root)
+    pool = None if data.unlabeled_path is None else Path(data.unlabeled_path)
+    pool_files = unlabeled_files(pool) if pool is not None else []
+    with _HashCache(cache) as hashes:
+        fingerprint = {"source": data.source, "path": str(data.path), **_digest(root, files, hashes)}
+        if pool is not None:
+            fingerprint["unlabeled"] = {"path": str(pool), **_digest(pool, pool_files, hashes)}
+    return fingerprint
+
+
+def _digest(root: Path, files: list[Path], hashes: _HashCache) -> dict:
+    """The count, bytes and digest of `files` under `root`, by their names there and contents."""
     digest = hashlib.sha256()
     total = 0
-    with _HashCache(cache) as hashes:
-        for path in tqdm(files, desc=f"hash {root}", unit="file", leave=False, mininterval=1.0):
-            size, content = hashes.content_hash(path)
-            total += size
-            digest.update(f"{path.relative_to(root).as_posix()}\0{size}\0{content}\n".encode())
-    return {"source": data.source, "path": str(data.path), "files": len(files), "bytes": total, "digest": digest.hexdigest()}
+    for path in tqdm(files, desc=f"hash {root}", unit="file", leave=False, mininterval=1.0):
+        size, content = hashes.content_hash(path)
+        total += size
+        digest.update(f"{path.relative_to(root).as_posix()}\0{size}\0{content}\n".encode())
+    return {"files": len(files), "bytes": total, "digest": digest.hexdigest()}
 
 
 class _HashCache:

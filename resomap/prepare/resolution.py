@@ -7,7 +7,7 @@ from pathlib import Path
 
 from resomap.core import io
 from resomap.core.config import DataParams
-from resomap.prepare.samples import SPLITS, SourceData
+from resomap.prepare.samples import SPLITS, UNKNOWN_LABEL, UNLABELED, SourceData
 from resomap.prepare.splits import check_class_coverage, stratified_subset
 from resomap.prepare.workers import default_workers, resize_pool, split_bytes, write_split
 
@@ -22,7 +22,8 @@ def open_source(data: DataParams, resolution: int) -> SourceData:
     if data.source == "synthetic":
         from resomap.prepare.synthetic import NATIVE_SIZE, synthetic_source
 
-        sizes = {"train": data.images.train, "val": data.images.val, "test": data.images.test}
+        images = data.images
+        sizes = {"train": images.train, "val": images.val, "test": images.test, UNLABELED: images.unlabeled}
         return synthetic_source(sizes, seed=data.seed, native_size=max(NATIVE_SIZE, resolution))
     if data.source == "imagefolder":
         from resomap.prepare.imagefolder import imagefolder_source
@@ -33,6 +34,7 @@ def open_source(data: DataParams, resolution: int) -> SourceData:
             val_fraction=data.val_fraction,
             test_fraction=data.test_fraction,
             on_bad_image=data.on_bad_image,
+            unlabeled_path=None if data.unlabeled_path is None else Path(data.unlabeled_path),
         )
     from resomap.prepare.torchvision_source import torchvision_source
 
@@ -47,8 +49,8 @@ def subset_train(source: SourceData, data: DataParams) -> SourceData:
 
 
 def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers: int | None = None) -> dict:
-    """Write train/val/test arrays (.npy files in a folder per split) and a manifest for one
-    resolution; return the manifest.
+    """Write train/val/test arrays (.npy files in a folder per split), the unlabeled pool's when
+    the source has one, and a manifest for one resolution; return the manifest.
 
     Bad image files stop or are skipped when the source is opened, and splits missing a class stop
     (or warn), before anything is written.
@@ -58,12 +60,13 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers
     how_to_add = f"raise data.images (the built-in data has {len(source.classes)} classes)" if data.source == "synthetic" else "add images"
     missing = check_class_coverage(source, data.on_missing_class, how_to_add)
     masked = [split for split in SPLITS if source.has_masks and split in MASKED_SPLITS]
-    counts = {split: len(source.splits[split]) for split in SPLITS}
-    needed = sum(split_bytes(counts[split], resolution, split in masked) for split in SPLITS)
+    splits = source.written_splits()
+    counts = {split: len(samples) for split, samples in splits.items()}
+    needed = sum(split_bytes(counts[split], resolution, split in masked) for split in splits)
     io.check_free_space(out_dir, needed, f"prepare {resolution}px ({sum(counts.values())} images)")
-    with resize_pool(source.splits, workers or default_workers(sum(counts.values()))) as pool:
-        for split in SPLITS:
-            write_split(split, source.splits[split], resolution, split in masked, out_dir / split, pool)
+    with resize_pool(splits, workers or default_workers(sum(counts.values()))) as pool:
+        for split, samples in splits.items():
+            write_split(split, samples, resolution, split in masked, out_dir / split, pool)
     manifest = {
         "source": data.source,
         "resolution": resolution,
@@ -75,6 +78,8 @@ def prepare_resolution(data: DataParams, resolution: int, out_dir: Path, workers
         "skipped": [{"path": bad.path, "reason": bad.reason} for bad in source.skipped],
         "missing_classes": missing,  # split -> classes it has no image of (data.on_missing_class: warn)
     }
+    if UNLABELED in splits:  # false for an image folder's pool: its labels.npy holds UNKNOWN_LABEL
+        manifest["unlabeled_labels_known"] = all(sample.label != UNKNOWN_LABEL for sample in source.unlabeled)
     io.write_json(out_dir / "classes.json", list(source.classes))  # its own file: profile depends on it alone
     io.write_json(out_dir / "manifest.json", manifest)
     return manifest

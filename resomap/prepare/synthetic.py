@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from resomap.core.errors import ResoMapError
-from resomap.prepare.samples import SPLITS, LoadedImage, Sample, SourceData
+from resomap.prepare.samples import SPLITS, UNLABELED, LoadedImage, Sample, SourceData
 
 NATIVE_SIZE = 256
 
@@ -230,9 +230,13 @@ def _load(seed: int, split_index: int, index: int, label: int, native_size: int)
     return render_image(label, np.random.default_rng([seed, split_index, 0, index]), native_size)
 
 
+# Each split's random streams: the pool comes after train/val/test, so adding it moves none of theirs.
+_SPLIT_STREAMS = (*SPLITS, UNLABELED)
+
+
 def _split_samples(split: str, count: int, seed: int, native_size: int) -> list[Sample]:
     """The first `count` samples of a split, each with its label and a lazy renderer."""
-    split_index = SPLITS.index(split)
+    split_index = _SPLIT_STREAMS.index(split)
     n_blocks = -(-count // len(CLASS_NAMES))
     labels = [int(label) for b in range(n_blocks) for label in _block_labels(seed, split_index, b)][:count]
     return [
@@ -246,18 +250,21 @@ def _is_count(value: object) -> bool:
 
 
 def synthetic_source(sizes: dict[str, int], seed: int, native_size: int = NATIVE_SIZE) -> SourceData:
-    """The synthetic dataset with `sizes[split]` images per split, rendered lazily when loaded.
+    """The synthetic dataset with `sizes[split]` images per split, rendered lazily when loaded, and
+    an unlabeled pool of `sizes["unlabeled"]` (optional key; 0 or absent: none) whose labels are
+    the true ones, kept to score pseudo-labels.
 
     Sample i of a split is the same image whatever the other sizes are, and splits never share images.
     Geometry is drawn in fractions of the side, so a larger `native_size` renders the same scene
     with finer detail (prepare uses it above 256 px instead of upsampling).
     """
-    if set(sizes) != set(SPLITS):
-        raise ResoMapError(f"synthetic sizes need exactly the keys {list(SPLITS)}, got {sorted(sizes)}")
+    if not set(SPLITS) <= set(sizes) <= set(_SPLIT_STREAMS):
+        raise ResoMapError(f"synthetic sizes need the keys {list(SPLITS)} (and optionally '{UNLABELED}'), got {sorted(sizes)}")
     bad = {k: v for k, v in sizes.items() if not _is_count(v)}
     if bad:
         raise ResoMapError(f"synthetic sizes must be non-negative integers, got {bad}")
     if not _is_count(seed):
         raise ResoMapError(f"synthetic seed must be a non-negative integer, got {seed!r}")
     splits = {split: _split_samples(split, sizes[split], seed, native_size) for split in SPLITS}
-    return SourceData(classes=CLASS_NAMES, splits=splits, has_masks=True)
+    pool = _split_samples(UNLABELED, sizes.get(UNLABELED, 0), seed, native_size)
+    return SourceData(classes=CLASS_NAMES, splits=splits, has_masks=True, unlabeled=pool)

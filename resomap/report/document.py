@@ -105,6 +105,26 @@ def cell_metrics_table(table: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(str)
 
 
+RECIPE_COLUMNS = {  # cells.csv column -> report heading, for the recipes that record something per cell
+    "train.lr_found": "lr found",
+    "train.pseudo_label.pool": "pool",
+    "train.pseudo_label.kept": "pseudo-labels kept",
+    "train.pseudo_label.kept_label_accuracy": "kept labels right %",
+}
+
+
+def recipe_table(table: pd.DataFrame) -> pd.DataFrame | None:
+    """What the LR range test and pseudo-labelling found in each cell; None when neither ran."""
+    columns = [column for column in RECIPE_COLUMNS if column in table]
+    if not columns:
+        return None
+    frame = table[["model", "resolution", "seed", *columns]].copy()
+    formats = {"train.lr_found": lambda v: _num(v, 4), "train.pseudo_label.kept_label_accuracy": _pct}
+    for column in columns:
+        frame[column] = frame[column].map(formats.get(column, lambda v: "—" if pd.isna(v) else str(int(v))))
+    return frame.rename(columns=RECIPE_COLUMNS).astype(str)
+
+
 def build_report(study: Study, analysis: Analysis, figures: dict[str, Path]) -> list[Block]:
     """The whole report, top to bottom. `figures` maps chart names to PNG paths."""
     models, resolutions = ", ".join(study.models), ", ".join(f"{r}" for r in study.resolutions)
@@ -134,8 +154,15 @@ def build_report(study: Study, analysis: Analysis, figures: dict[str, Path]) -> 
                Figure(figures["consistency"], captions["consistency"])]
     blocks += [Figure(path, f"{name.removeprefix('attention_')}: the same test images at every resolution, with each method's overlay.")
                for name, path in figures.items() if name.startswith("attention_")]
-    blocks += [Figure(figures["explanation_scores"], captions["explanation_scores"]),
-               Heading("Every cell"), Paragraph("All metrics of every cell are in cells.csv (one row per cell)."),
+    blocks.append(Figure(figures["explanation_scores"], captions["explanation_scores"]))
+    recipe = recipe_table(study.table)
+    if recipe is not None:
+        blocks += [Heading("What the recipe found per cell"),
+                   Paragraph("The learning rate the LR range test chose (train.lr: auto) and the pseudo-labelling phase's "
+                             "pool: how many images it kept and, where the pool's labels are known, how many of their "
+                             "pseudo-labels were right."),
+                   Table(recipe)]
+    blocks += [Heading("Every cell"), Paragraph("All metrics of every cell are in cells.csv (one row per cell)."),
                Table(cell_metrics_table(study.table)),
                Figure(figures["training_curves"], captions["training_curves"]),
                Figure(figures["confusion"], captions["confusion"])]

@@ -23,6 +23,7 @@ from resomap.core.grid import (
 from resomap.models.registry import model_spec
 
 TRAIN_KEYS = ("best_epoch", "best_val_accuracy", "epochs_run", "train_seconds")
+RECIPE_KEYS = ("lr_found", "pseudo_label")  # recorded by the recipes that make them (train.lr: auto, train.pseudo_label)
 PER_CLASS = "per_class_accuracy."
 CURVES = {f"{split}_{name}": f"{split}/{name}.tsv" for split in ("train", "val") for name in ("loss", "accuracy")}
 
@@ -56,6 +57,7 @@ def cell_row(cell: Cell) -> dict:
     row.update(flatten(_read(explain_metrics_dir(cell) / "metrics.json")))
     train = _read(train_metrics_dir(cell) / "metrics.json")
     row.update({f"train.{k}": train[k] for k in TRAIN_KEYS})
+    row.update(flatten({k: train[k] for k in RECIPE_KEYS if train.get(k) is not None}, "train."))
     return row
 
 

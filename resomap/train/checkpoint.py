@@ -27,7 +27,7 @@ from resomap.core.config import TrainParams
 from resomap.core.device import amp_dtype, numerics
 from resomap.core.grid import Cell
 from resomap.data.prepared import PreparedData
-from resomap.train.records import EarlyStopper, EpochStats, FitResult
+from resomap.train.records import EarlyStopper, EpochStats, FitResult, KeptEpoch
 
 if TYPE_CHECKING:  # fit builds it; a checkpoint only reads and fills it
     from torch import nn
@@ -154,6 +154,7 @@ def capture(epoch: int, model: nn.Module, step: TrainStep, stopper: EarlyStopper
         "stopper": {"best": stopper.best, "epochs_since_best": stopper.epochs_since_best},
         "best_state": result.best_state,
         "best_epoch": result.best_epoch,
+        "top": [vars(kept) for kept in result.top],
         "history": [dataclasses.asdict(stats) for stats in result.history],
         "micro_batch_size": step.micro_batch_size,
         "oom_backoffs": step.oom_backoffs,
@@ -175,6 +176,7 @@ def restore(state: dict, model: nn.Module, step: TrainStep, stopper: EarlyStoppe
         step.ema.averaged.load_state_dict(state["ema"])
     stopper.best, stopper.epochs_since_best = state["stopper"]["best"], state["stopper"]["epochs_since_best"]
     result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]
+    result.top = [KeptEpoch(**kept) for kept in state["top"]]
     result.history = [EpochStats(**stats) for stats in state["history"]]
     step.micro_batch_size, step.oom_backoffs = state["micro_batch_size"], state["oom_backoffs"]
     generator.set_state(state["rng"]["generator"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 
@@ -20,7 +19,10 @@ from resomap.models.inference import predict_logits
 from resomap.train.checkpoint import Checkpointer, capture, restore
 from resomap.train.distributed import Ranks, deferred_gradient_sync
 from resomap.train.losses import class_counts
-from resomap.train.records import EarlyStopper, EpochStats, FitResult
+from resomap.train.micro_batch import probe_micro_batch
+from resomap.train.progressive import epoch_resolution
+from resomap.train.records import EarlyStopper, EpochStats, FitResult, KeptEpoch, keep_top
+from resomap.train.side_effects import effects_undone
 from resomap.train.step import TrainingInterrupted, TrainStep, forward_backward, make_train_step, train_one_epoch
 
 VAL_BATCH = 512  # images per validation forward
@@ -56,6 +58,9 @@ def fit(
     stopper = EarlyStopper(train.early_stopping.monitor, train.early_stopping.patience, train.early_stopping.min_delta)
     result = FitResult(best_state={}, best_epoch=0, data_placement=train_split.placement.where,
                        data_placement_reason=train_split.placement.reason)
+    if train.micro_batch_size == "auto" and device.type == "cuda":
+        probed = torch.tensor(probe_micro_batch(step, model, train_split), device=device)
+        step.micro_batch_size = int(ranks.min(probed).item())  # the ranks keep one micro-batch
     if train.compile:
         # validation runs the weight average, uncompiled, when train.ema_decay is on
         result.compile_seconds = compile_now(step, model, train_split, val_shard if step.ema is None else None)
@@ -68,12 +73,16 @@ def fit(
     for epoch in range(first_epoch, train.epochs + 1):
         if train.freeze_epochs:
             freeze_backbone(model, frozen=epoch <= train.freeze_epochs)
+        step.resolution = epoch_resolution(train.progressive, epoch, data.resolution)
         stats = _run_epoch(step, model, train_split, (val_shard, len(val)), generator, epoch)
         result.history.append(stats)
         on_epoch(stats)
-        if stopper.update(stats.monitored(train.early_stopping.monitor)):
-            result.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in _kept(step, model).state_dict().items()})
-            result.best_epoch = epoch
+        monitored = stats.monitored(train.early_stopping.monitor)
+        if stopper.update(monitored):
+            result.best_state, result.best_epoch = _cpu_state(_kept(step, model)), epoch
+        if train.save_top_k > 1:
+            state = result.best_state if result.best_epoch == epoch else _cpu_state(_kept(step, model))
+            result.top = keep_top(result.top, KeptEpoch(epoch, monitored, state), train.save_top_k, train.early_stopping.monitor)
         step.schedule.after_epoch(stats.monitored(train.early_stopping.monitor))
         checkpointer.save(capture(epoch, model, step, stopper, generator, result))
         if stopper.should_stop:
@@ -96,10 +105,9 @@ def compile_now(step: TrainStep, model: nn.Module, split: Split, val: Split | No
     sizes.  The batch dimension is marked dynamic, so a size met later (out-of-memory back-off)
     reuses a graph where the kernels' choices allow (CPU convolutions under no_grad, for one, guard
     on a range of batch sizes)."""
-    saved = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     shard_batch = len(range(step.ranks.rank, min(step.train.batch_size, len(split)), step.ranks.world_size))
-    with torch.random.fork_rng(devices=[step.device] if step.device.type == "cuda" else []):
+    with effects_undone(step, model):
         model.train()
         for size in _batch_sizes(shard_batch, step.micro_batch_size):
             x, y = batch(split, torch.arange(size), step.device)
@@ -112,8 +120,6 @@ def compile_now(step: TrainStep, model: nn.Module, split: Split, val: Split | No
                 step.model(_dynamic_batch(x))
         if step.device.type == "cuda":
             torch.cuda.synchronize(step.device)
-    step.optimizer.zero_grad(set_to_none=True)
-    model.load_state_dict(saved)
     return time.perf_counter() - start
 
 
@@ -147,9 +153,15 @@ def _run_epoch(step: TrainStep, model: nn.Module, train_split: Split, val: tuple
         val_loss=val_loss,
         val_accuracy=val_accuracy,
         lr=lr,
+        resolution=step.resolution or train_split.images.shape[-1],
         epoch_seconds=time.perf_counter() - start,
         images_per_s=seen / train_seconds,
     )
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights on the CPU, unchanged by further training."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _kept(step: TrainStep, model: nn.Module) -> nn.Module:

@@ -19,9 +19,19 @@ class EpochStats:
     lr: float
     epoch_seconds: float
     images_per_s: float
+    resolution: int  # of the train images (progressive resizing); validation is always at the cell's
 
     def monitored(self, monitor: str) -> float:
         return getattr(self, monitor)
+
+
+@dataclass
+class KeptEpoch:
+    """One of the train.save_top_k best epochs: its monitored value and weights (on the CPU)."""
+
+    epoch: int
+    value: float
+    state: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -29,6 +39,7 @@ class FitResult:
     best_state: dict[str, torch.Tensor]
     best_epoch: int
     history: list[EpochStats] = field(default_factory=list)
+    top: list[KeptEpoch] = field(default_factory=list)  # train.save_top_k > 1: the best epochs, best first
     stopped_early: bool = False
     micro_batch_size: int = 0  # after any out-of-memory back-off
     oom_backoffs: int = 0
@@ -58,3 +69,15 @@ class EarlyStopper:
     @property
     def should_stop(self) -> bool:
         return self.patience is not None and self.epochs_since_best >= self.patience
+
+
+def keep_top(kept: list[KeptEpoch], candidate: KeptEpoch, k: int, monitor: str) -> list[KeptEpoch]:
+    """The k best of `kept` and `candidate` by the monitored value (higher accuracy, lower loss),
+    best first; on a tie the earlier epoch ranks first."""
+    sign = -1.0 if monitor == "val_accuracy" else 1.0
+    return sorted([*kept, candidate], key=lambda e: (sign * e.value, e.epoch))[:k]
+
+
+def kept_file_name(kept: KeptEpoch, monitor: str) -> str:
+    """Lightning's checkpoint naming: the epoch and the monitored value, e.g. epoch=07-val_accuracy=0.6400.pt."""
+    return f"epoch={kept.epoch:02d}-{monitor}={kept.value:.4f}.pt"

@@ -25,6 +25,7 @@ from resomap.optim.schedules import LRSchedule
 from resomap.train.distributed import Ranks, deferred_gradient_sync
 from resomap.train.ema import WeightAverage
 from resomap.train.losses import Loss, make_loss
+from resomap.train.progressive import resize_batch
 
 
 class TrainingInterrupted(ResoMapError):
@@ -54,6 +55,7 @@ class TrainStep:
     ema: WeightAverage | None = None  # train.ema_decay: the weights validated and kept
     ranks: Ranks = Ranks()
     oom_backoffs: int = 0
+    resolution: int | None = None  # the train images' side this epoch (progressive resizing); None: as prepared
     stop_requested: Callable[[], bool] = lambda: False
 
     @property
@@ -78,13 +80,11 @@ def train_one_epoch(
     """One pass over the training split in a seeded order; returns mean loss, accuracy and images seen
     (over all ranks: each trains on its shard of every batch).
 
-    The last partial batch is dropped so every step has the same batch statistics.  A batch that
-    runs out of memory is retried from its start (same augmentation draws) with half the
-    micro-batch; a non-finite loss stops training, naming the epoch and step."""
-    train, model = step.train, step.model
-    model.train()
+    The last partial batch is dropped so every step has the same batch statistics.  A non-finite
+    loss stops training, naming the epoch and step."""
+    train = step.train
+    step.model.train()
     batch_size = min(train.batch_size, len(split))
-    padding = round(train.augment.crop_padding * split.images.shape[-1])
     order = torch.randperm(len(split), generator=generator)
     steps = len(split) // batch_size
     loss_sum = torch.zeros((), device=step.device)
@@ -94,19 +94,10 @@ def train_one_epoch(
     desc = f"epoch {epoch}/{train.epochs}"
     progress = tqdm(range(steps), desc=desc, unit="batch", leave=False, mininterval=1.0, disable=not step.ranks.is_main)
     for batch_index in progress:
-        batch_ids = order[batch_index * batch_size : (batch_index + 1) * batch_size]
-        offsets, flips = draw_crop_flip(len(batch_ids), padding, train.augment.hflip, generator)
-        policy = draw_policy(len(batch_ids), train.augment, *split.images.shape[-2:], generator)
-        rows = (batch_ids, offsets, flips, policy)
-        mix = draw_mix(train, *split.images.shape[-2:], generator)
-        if mix is not None:  # partners paired on the whole batch, before any split (resomap/data/mixing.py)
-            rows += partner_rows(rows)
-        own = [step.ranks.shard(t) for t in rows]
-        batch_loss, batch_correct = _batch_with_backoff(step, split, own, mix, padding)
+        batch_loss, batch_correct = train_batch(step, split, order[batch_index * batch_size : (batch_index + 1) * batch_size], generator)
         first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
         loss_sum += batch_loss
         correct += batch_correct
-        _optimizer_step(step)
         if step.stop_requested():
             raise TrainingInterrupted(epoch, train.epochs)
     seen = steps * batch_size
@@ -122,6 +113,29 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
+def train_batch(step: TrainStep, split: Split, batch_ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the images `batch_ids`: augmentation drawn from `generator`, the
+    gradients (this rank's shard, micro-batch by micro-batch), the step itself.  Returns the
+    batch's summed loss and correct count, on the device (reading them would synchronise).
+
+    The images are trained at step.resolution (progressive resizing), resized before any
+    augmentation so the draws are in its pixels.  A batch that runs out of memory is retried from
+    its start (same augmentation draws) with half the micro-batch."""
+    train = step.train
+    size = step.resolution or split.images.shape[-1]
+    padding = round(train.augment.crop_padding * size)
+    offsets, flips = draw_crop_flip(len(batch_ids), padding, train.augment.hflip, generator)
+    policy = draw_policy(len(batch_ids), train.augment, size, size, generator)
+    rows = (batch_ids, offsets, flips, policy)
+    mix = draw_mix(train, size, size, generator)
+    if mix is not None:  # partners paired on the whole batch, before any split (resomap/data/mixing.py)
+        rows += partner_rows(rows)
+    own = [step.ranks.shard(t) for t in rows]
+    batch_loss, batch_correct = _batch_with_backoff(step, split, own, mix, (size, padding))
+    _optimizer_step(step)
+    return batch_loss, batch_correct
+
+
 class RankOutOfMemory(torch.OutOfMemoryError):
     """Some rank ran out of memory in this attempt: every rank backs off (`ranks` names them)."""
 
@@ -130,7 +144,9 @@ class RankOutOfMemory(torch.OutOfMemoryError):
         self.ranks = ranks
 
 
-def _batch_with_backoff(step: TrainStep, split: Split, rows: list[torch.Tensor], mix: Mix | None, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_with_backoff(
+    step: TrainStep, split: Split, rows: list[torch.Tensor], mix: Mix | None, geometry: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
     (the effective batch stays train.batch_size, the augmentation draws stay the same).  Under DDP
     the ranks agree after every attempt: one rank out of memory and all back off together, so the
@@ -140,10 +156,10 @@ def _batch_with_backoff(step: TrainStep, split: Split, rows: list[torch.Tensor],
         step.optimizer.zero_grad(set_to_none=True)
         micro_batches = list(zip(*(t.split(micro_batch_size) for t in rows)))
         if not step.ranks.distributed:
-            return _accumulate_batch(step, split, micro_batches, mix, padding)
+            return _accumulate_batch(step, split, micro_batches, mix, geometry)
         result = None
         with contextlib.suppress(torch.OutOfMemoryError):  # leaving it frees the attempt's activations
-            result = _accumulate_batch(step, split, micro_batches, mix, padding)
+            result = _accumulate_batch(step, split, micro_batches, mix, geometry)
         out_of_memory = step.ranks.flagged(result is None)
         if out_of_memory:
             raise RankOutOfMemory(out_of_memory)
@@ -166,7 +182,7 @@ def _batch_with_backoff(step: TrainStep, split: Split, rows: list[torch.Tensor],
     return result
 
 
-def _accumulate_batch(step: TrainStep, split: Split, micro_batches, mix: Mix | None, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _accumulate_batch(step: TrainStep, split: Split, micro_batches, mix: Mix | None, geometry: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
     correct count, on the device.  Under DDP no backward all-reduces: the caller syncs the gradients
     once every rank has finished (a synced backward that ran out of memory could not be retried)."""
@@ -176,11 +192,11 @@ def _accumulate_batch(step: TrainStep, split: Split, micro_batches, mix: Mix | N
     for rows in micro_batches:
         count = len(rows[0])
         if mix is None:
-            x, y = _augmented(step, split, rows, padding)
+            x, y = _augmented(step, split, rows, geometry)
             target = y
         else:  # the images and their partners (the rows' second half) gathered and augmented together
             half = len(rows) // 2
-            x, y = _augmented(step, split, [torch.cat(pair) for pair in zip(rows[:half], rows[half:])], padding)
+            x, y = _augmented(step, split, [torch.cat(pair) for pair in zip(rows[:half], rows[half:])], geometry)
             x = mix_images(x[:count], x[count:], mix)
             target, y = mix_targets(y[:count], y[count:], mix, step.classes)
         with deferred_gradient_sync(step.model):
@@ -191,11 +207,14 @@ def _accumulate_batch(step: TrainStep, split: Split, micro_batches, mix: Mix | N
     return loss_sum, correct
 
 
-def _augmented(step: TrainStep, split: Split, rows, padding: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images of rows' ids, cropped, flipped, put through the policy and normalised, with their labels."""
+def _augmented(step: TrainStep, split: Split, rows, geometry: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of rows' ids at the step's size, cropped, flipped, put through the policy and
+    normalised, with their labels; `geometry` is (size, crop padding) in pixels."""
     ids, offsets, flips, policy = rows
+    size, padding = geometry
     x, y = batch(split, ids, step.device)
-    return normalize(apply_policy(crop_flip(x, padding, offsets, flips), step.train.augment, policy), step.memory_format), y
+    x = crop_flip(resize_batch(x, size), padding, offsets, flips)
+    return normalize(apply_policy(x, step.train.augment, policy), step.memory_format), y
 
 
 def _optimizer_step(step: TrainStep) -> None:

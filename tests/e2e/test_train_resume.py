@@ -19,6 +19,8 @@ import yaml
 from helpers.env import REPO, stage_env
 from helpers.study_repo import dvc, make_study_repo, set_params, tool_env
 from resomap.core import io
+from resomap.core.config import DataParams, ImageCounts
+from resomap.prepare.resolution import prepare_resolution
 
 CELL = ("tiny_cnn", "32", "0")
 STATE = Path(".resomap/resume/tiny_cnn/32/0/state.pt")
@@ -29,18 +31,19 @@ EPOCHS = 8
 # ---------------------------------------------------------------- the real stage, as a subprocess
 
 
-def make_cell_dir(path: Path, prepared: Path, **train) -> Path:
+def make_cell_dir(path: Path, prepared: Path, data: dict | None = None, **train) -> Path:
     """A folder the train stage can run in: params.yaml and data/prepared/32."""
     path.mkdir()
     shutil.copytree(prepared, path / "data/prepared/32")
-    write_params(path, **train)
+    write_params(path, data, **train)
     return path
 
 
-def write_params(path: Path, **train) -> None:
-    """The project's params.yaml, with a one-cell grid and a small, quick train section."""
+def write_params(path: Path, data: dict | None = None, **train) -> None:
+    """The project's params.yaml, with a one-cell grid, a small, quick train section and `data`."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(models=["tiny_cnn"], resolutions=[32], seeds=[0])
+    params["data"].update(data or {})
     params["train"].update({"epochs": EPOCHS, "batch_size": 16, "warmup_epochs": 1, **train})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -82,6 +85,8 @@ def outputs(cwd: Path) -> dict:
         curves[name] = rows if tsv.stem not in TIMINGS else [row.split("\t")[0] for row in rows]
     return {
         "model.pt": hashlib.md5((cwd / "models/tiny_cnn/32/0/model.pt").read_bytes()).hexdigest(),
+        "weights": {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in (cwd / "models/tiny_cnn/32/0").iterdir()},
+        "lr_range_test.csv": (live / "lr_range_test.csv").read_text(),
         "metrics.json": {k: v for k, v in metrics.items() if k not in TIMINGS},
         "curves": curves,
     }
@@ -125,6 +130,31 @@ def test_kill_9_with_the_strong_recipe_on_resumes_bit_identically(tiny_synthetic
     done = run_stage(cwd)
     assert done.returncode == 0 and "resumed train tiny_cnn-32-0 from epoch" in done.stdout, done.stderr
     assert outputs(cwd) == outputs(clean)
+
+
+def test_kill_9_in_the_pseudo_labelling_phase_resumes_bit_identically(tmp_path_factory):
+    """The ImageNet plan's schedule and the pseudo-labelling phase: killed in the phase, the rerun
+    resumes the main fit at its end (the LR range test found the same rate), labels the pool the
+    same way and resumes the phase; the weights, top-k files, curves and metrics all match."""
+    prepared = tmp_path_factory.mktemp("pooled") / "32"
+    prepare_resolution(DataParams(images=ImageCounts(train=120, val=40, test=40, unlabeled=60)), 32, prepared)
+    recipe = {"epochs": 3, "warmup_epochs": 0, "lr": "auto", "progressive": {"start_resolution": 16, "end_epoch": 2},
+              "save_top_k": 2, "ema_decay": 0.9, "pseudo_label": {"threshold": 0.1, "epochs": 4, "lr_factor": 0.1}}
+    pool = {"images": {"train": 120, "val": 40, "test": 40, "unlabeled": 60}}
+    clean = make_cell_dir(tmp_path_factory.mktemp("pseudo_clean") / "cell", prepared, pool, **recipe)
+    done = run_stage(clean)
+    assert done.returncode == 0 and "pseudo-labels: kept" in done.stdout, done.stderr
+    cwd = make_cell_dir(tmp_path_factory.mktemp("pseudo_killed") / "cell", prepared, pool, **recipe)
+    code, _, _ = interrupt_after_epoch(cwd, 5, signal.SIGKILL)  # the phase's second epoch of four
+    assert code == -signal.SIGKILL and list((cwd / ".resomap/resume/pseudo_label").rglob("state.pt"))
+    done = run_stage(cwd)
+    assert done.returncode == 0, done.stderr
+    assert "resumed train tiny_cnn-32-0 from epoch 3/3" in done.stdout
+    first = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("epoch ")][0]
+    assert first in ("5/7", "6/7"), f"the phase resumed after its saved epochs, not from its start (4/7): {first}"
+    assert outputs(cwd) == outputs(clean)
+    assert len(outputs(cwd)["weights"]) == 3, "model.pt and the two best epochs"
+    assert not (cwd / ".resomap/resume").exists() or not list((cwd / ".resomap/resume").rglob("state.pt"))
 
 
 def test_sigterm_stops_cleanly_with_state_saved_and_the_rerun_resumes(tiny_synthetic, tmp_path, uninterrupted):

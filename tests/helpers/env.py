@@ -6,7 +6,14 @@ import os
 import socket
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def shipped() -> dict:
+    """The repository's params.yaml as a mapping, for tests that change one key and validate."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def stage_env(**extra: str) -> dict:

@@ -149,7 +149,9 @@ def main() -> None:
     device = pick_device()
     configure_backends(device)
     train = load_params().train
-    train = dataclasses.replace(train, batch_size=args.batch_size or train.batch_size, compile=args.compile)
+    # the rate does not change a step's cost: a study's lr: auto times as its hand-set default
+    lr = TrainParams.lr if train.lr == "auto" else train.lr
+    train = dataclasses.replace(train, batch_size=args.batch_size or train.batch_size, compile=args.compile, lr=lr)
     count = max(args.warmup, args.steps) * train.batch_size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

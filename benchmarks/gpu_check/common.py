@@ -84,12 +84,14 @@ def prepare(root: Path, resolution: int, train: int, val: int = 100, test: int =
 
 
 def train_params(**changes):
-    """params.yaml's train section (the repo root's), with `changes`."""
+    """params.yaml's train section (the repo root's), with `changes`; a study's `lr: auto` is the
+    default rate here (the checks time and exercise code paths; the study check runs the test)."""
     import dataclasses
 
-    from resomap.core.config import load_params
+    from resomap.core.config import TrainParams, load_params
 
-    return dataclasses.replace(load_params().train, **changes)
+    train = load_params().train
+    return dataclasses.replace(train, **{"lr": TrainParams.lr if train.lr == "auto" else train.lr, **changes})
 
 
 def tool_env(**extra: str) -> dict:

@@ -32,7 +32,8 @@ def test_stage_overhead_splits_the_study_and_every_stage_kind(tmp_path):
     assert 0 < study["work_s"] < study["wall_s"] and 0 < study["fixed_cost_share"] < 1
     assert set(result["stages"]) == {"check", "prepare", "train", "evaluate", "profile", "explain", "aggregate"}
     for kind, row in result["stages"].items():
-        assert row["imports_s"] > 0 and 0 < row["work_s"] < row["command_s"] < row["dvc_repro_s"], kind
+        # work within its own command's run; the run under DVC is another run, so no order between them is asserted
+        assert row["imports_s"] > 0 and 0 < row["work_s"] < row["command_s"] and row["dvc_repro_s"] > 0, kind
         assert "torch" in row["top_imports"] or kind in ("check", "prepare"), kind
     assert "torch" not in result["stages"]["prepare"]["top_imports"] and "torch" not in result["stages"]["check"]["top_imports"]
     assert 0 < result["noop_repro_s"] < study["wall_s"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, copy_of, parallel_repro, tiny_graph
+from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, SURFACE, copy_of, parallel_repro, tiny_graph
 from helpers.study_repo import dvc, make_study_repo
 from resomap.core.errors import ResoMapError
 from tools.dag import always_changed_stages, pending_graph, waves
@@ -120,7 +120,7 @@ def test_a_fresh_repo_is_all_pending_in_dag_order(fresh_repo, monkeypatch):
     assert [set(wave) for wave in waves(graph)] == [
         PREPARE,
         PROFILE | {"train@tiny_cnn-16-0", "train@tiny_cnn-24-0"},
-        CELLS - {"train@tiny_cnn-16-0", "train@tiny_cnn-24-0"},
+        CELLS - {"train@tiny_cnn-16-0", "train@tiny_cnn-24-0"} | SURFACE,
         {"aggregate"},
     ]
 

@@ -135,6 +135,10 @@ def test_the_check_stage_writes_the_fingerprint_for_a_folder(tmp_path, folder):
         ({"models": ["vgg11"], "resolutions": [16, 32]},
          "error: resolution 16 is too small for vgg11: it needs at least 32; remove 16 from resolutions or vgg11 from models"),
         ({"trian.epochs": 20}, "error: unknown key 'trian' in params.yaml: did you mean 'train'?"),
+        ({"evaluate.test_resolutions": [2, 16]},
+         "error: resolution 2 is too small for tiny_cnn: it needs at least 4; remove 2 from evaluate.test_resolutions or tiny_cnn from models"),
+        ({"evaluate.test_resolutions": [16, 48]}, "error: evaluate.test_resolutions lists 48, which no prepare stage makes"),
+        ({"resolutions": [8, 16], "evaluate.tta": "views"}, "error: evaluate.tta: views cannot resize-then-centre-crop at 8 px"),
     ],
 )
 def test_the_check_stage_refuses_the_grid_in_one_line(tmp_path, changes, message):

@@ -19,6 +19,7 @@ ALLOWED = {
     "prepare": set(),  # numpy and Pillow; torchvision only for a torchvision data source, at run time
     "train": {"torch", "dvclive", "pandas"},  # pandas comes with DVCLive
     "evaluate": {"torch"},
+    "surface": {"torch"},
     "profile": {"torch"},
     "explain": {"torch", "matplotlib", "scipy"},  # grad-cam and captum load inside the methods that use them
     "aggregate": {"torch", "matplotlib", "pandas", "scipy"},

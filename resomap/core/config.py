@@ -155,10 +155,23 @@ class TrainParams:
     augment: Augment = field(default_factory=Augment)
 
 
+TTA_VIEWS = ("none", "flip", "views")  # evaluate.tta: the view sets resomap/evaluate/tta.py implements
+TTA_ZOOM = 1.14  # tta: views' resize-then-centre-crop view: resize to this times the side (256 / 224), crop back
+
+
+def tta_zoomed_side(resolution: int) -> int:
+    """The side the zoom view resizes to before cropping back to `resolution`."""
+    return round(resolution * TTA_ZOOM)
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int = 256
     ece_bins: int = 15
+    test_resolutions: list[int] | Literal["grid"] = "grid"  # the surface: every cell also tested at these
+    bn_recalibration: bool = False  # surface: re-estimate BatchNorm statistics at each other test resolution
+    bn_batches: int = 20  # ...on at most this many train batches (evaluate.batch_size images each)
+    tta: Literal[TTA_VIEWS] = "none"  # evaluate: test-time augmentation, averaged softmax over views
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,12 @@ class Params:
     def grid_resolutions(self) -> list[int]:
         """The cells' resolutions: the ones dvc.yaml's matrix runs."""
         return effective_resolutions(self.resolution, self.resolutions)
+
+    @property
+    def test_resolutions(self) -> list[int]:
+        """The surface's test resolutions: the grid's, or evaluate.test_resolutions' list."""
+        chosen = self.evaluate.test_resolutions
+        return self.grid_resolutions if chosen == "grid" else list(chosen)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -336,6 +355,8 @@ def _describe(hint) -> str:
     """How a type reads in an error: `a number`, `auto`."""
     if typing.get_origin(hint) is Literal:
         return " or ".join(map(str, typing.get_args(hint)))
+    if typing.get_origin(hint) is list:
+        return "a list"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
@@ -346,8 +367,7 @@ def validate(params: Params) -> None:
     _validate_train(params.train)
     _validate_pseudo_label_pool(params.train, params.data)
     _validate_progressive_start(params.train.progressive, params.grid_resolutions)
-    _positive("evaluate.batch_size", params.evaluate.batch_size)
-    _positive("evaluate.ece_bins", params.evaluate.ece_bins)
+    _validate_evaluate(params)
     _positive("profile.batch_size", params.profile.batch_size)
     _positive("profile.repeats", params.profile.repeats)
     _positive("profile.batch_repeats", params.profile.batch_repeats)
@@ -381,6 +401,30 @@ def _validate_grid(params: Params) -> None:
             raise ParamsError(f"resolutions contains {resolution}: resolutions must be positive pixel sizes")
     if params.resolution is not None and params.resolution <= 0:
         raise ParamsError(f"resolution must be a positive pixel size, or null for every size in resolutions; got {params.resolution}")
+
+
+def _validate_evaluate(params: Params) -> None:
+    evaluate = params.evaluate
+    for key in ("batch_size", "ece_bins", "bn_batches"):
+        _positive(f"evaluate.{key}", getattr(evaluate, key))
+    if evaluate.test_resolutions != "grid":
+        _non_empty_unique("evaluate.test_resolutions", evaluate.test_resolutions)
+        for resolution in evaluate.test_resolutions:
+            if resolution <= 0:
+                raise ParamsError(f"evaluate.test_resolutions contains {resolution}: test resolutions must be positive pixel sizes")
+    too_small = [r for r in params.grid_resolutions if tta_zoomed_side(r) - r < 2]
+    if evaluate.tta == "views" and too_small:
+        raise ParamsError(f"evaluate.tta: views cannot resize-then-centre-crop at {too_small[0]} px (the crop would drop no pixel "
+                          f"on a side): use tta: flip, or drop {too_small[0]} from resolutions")
+
+
+def check_test_resolutions_prepared(params: Params) -> None:
+    """The surface reads each test resolution's prepared arrays, and prepare runs at the grid's
+    resolutions only. Called by the check and surface stages after the models' minimum sizes."""
+    unprepared = [r for r in params.test_resolutions if r not in params.grid_resolutions]
+    if unprepared:
+        raise ParamsError(f"evaluate.test_resolutions lists {unprepared[0]}, which no prepare stage makes (prepare runs at "
+                          f"{params.grid_resolutions}): list only grid resolutions, or grid for all of them")
 
 
 def _validate_data(data: DataParams) -> None:

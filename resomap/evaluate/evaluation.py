@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -22,12 +23,24 @@ def evaluate_model(model: torch.nn.Module, data: PreparedData, params: EvaluateP
     return metrics, logits
 
 
-def write_predictions(path: Path, logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> None:
-    """One row per test image, by index, for DVC's confusion plot and per-image comparisons."""
+PREDICTION_COLUMNS = ["index", "actual", "predicted", "correct", "confidence"]
+
+
+def prediction_rows(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Iterator[list]:
+    """One row (PREDICTION_COLUMNS) per test image, by index: what paired tests compare."""
     predicted = logits.argmax(1)
     confidence = logits.softmax(1).max(1).values
+    for i, (actual, pred, conf) in enumerate(zip(labels.tolist(), predicted.tolist(), confidence.tolist())):
+        yield [i, classes[actual], classes[pred], int(actual == pred), f"{conf:.6f}"]
+
+
+def write_rows(path: Path, header: list[str], rows: Iterable[list]) -> None:
     with io.atomic_open(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["index", "actual", "predicted", "correct", "confidence"])
-        for i, (actual, pred, conf) in enumerate(zip(labels.tolist(), predicted.tolist(), confidence.tolist())):
-            writer.writerow([i, classes[actual], classes[pred], int(actual == pred), f"{conf:.6f}"])
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_predictions(path: Path, logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> None:
+    """One row per test image, by index, for DVC's confusion plot and per-image comparisons."""
+    write_rows(path, PREDICTION_COLUMNS, prediction_rows(logits, labels, classes))

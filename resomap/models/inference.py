@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -18,12 +20,15 @@ def predict_logits(
     device: torch.device,
     dtype: torch.dtype | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """float32 logits (N, C) on the CPU for uint8 images (N, 3, R, R)."""
+    """float32 logits (N, C) on the CPU for uint8 images (N, 3, R, R). `view` (test-time
+    augmentation) maps each uint8 batch, on the device, to uint8 or [0, 1] float images."""
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = normalize(images[start : start + batch_size].to(device, non_blocking=True), memory_format)
+        batch = images[start : start + batch_size].to(device, non_blocking=True)
+        batch = normalize(batch if view is None else view(batch), memory_format)
         with autocast(device, dtype):
             outputs.append(model(batch).float().cpu())
     return torch.cat(outputs)

@@ -102,14 +102,15 @@ def check_model_name(name: str) -> None:
     raise ResoMapError(f"unknown model '{name}' in models: {hint}")
 
 
-def check_model(name: str, resolution: int) -> None:
+def check_model(name: str, resolution: int, key: str = "resolutions") -> None:
     """A cell's model name and resolution, checked by every stage that builds the model, before any
-    work: config does not import this registry, so registering a model never reruns prepare."""
+    work: config does not import this registry, so registering a model never reruns prepare. `key`
+    is the param the resolution came from (evaluate.test_resolutions for the surface's)."""
     minimum = model_spec(name).min_resolution  # an unknown name fails here, with the close names
     if resolution < minimum:
         raise ResoMapError(
             f"resolution {resolution} is too small for {name}: it needs at least {minimum}; "
-            f"remove {resolution} from resolutions or {name} from models"
+            f"remove {resolution} from {key} or {name} from models"
         )
 
 

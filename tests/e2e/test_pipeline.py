@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def study(built_study, tmp_path) -> Path:
 
 def test_first_repro_runs_every_stage_and_writes_every_output(built_study):
     repo, ran = built_study
-    everything = set().union(*(cells(s) for s in ("prepare", "train", "evaluate", "profile", "explain")))
+    everything = set().union(*(cells(s) for s in ("prepare", "train", "evaluate", "surface", "profile", "explain")))
     assert ran == everything | {"aggregate"}
     table = (repo / "reports/cells.csv").read_text().splitlines()
     assert len(table) == 3 and table[0].startswith("model,family,resolution,seed,")
@@ -52,10 +53,23 @@ def test_second_repro_runs_nothing(study):
     assert stale(study) == set()
 
 
-def test_appending_a_resolution_runs_only_the_new_cells(study):
+def test_appending_a_resolution_runs_only_the_new_cells_and_retrains_nothing(study):
+    """Every surface cell reruns too (each now also tests at 32 px): inference only."""
     set_params(study, {"resolutions": [16, 24, 32]})
     new = {"prepare@32", "train@tiny_cnn-32-0", "evaluate@tiny_cnn-32-0", "profile@tiny_cnn-32", "explain@tiny_cnn-32-0"}
-    assert repro(study) == new | {"aggregate"}
+    assert repro(study) == new | cells("surface", (16, 24, 32)) | {"aggregate"}
+    surface = json.loads((study / "metrics/surface/tiny_cnn/16/0/metrics.json").read_text())
+    assert sorted(surface["test"], key=int) == ["16", "24", "32"]
+
+
+def test_an_evaluate_tta_change_reruns_only_evaluate_and_aggregate(study):
+    set_params(study, {"evaluate.tta": "flip"})
+    assert repro(study) == cells("evaluate") | {"aggregate"}
+
+
+def test_bn_recalibration_reruns_only_the_surface(study):
+    set_params(study, {"evaluate.bn_recalibration": True})
+    assert repro(study) == cells("surface")
 
 
 def test_an_explain_param_reruns_only_explain_and_aggregate(study):
@@ -66,7 +80,7 @@ def test_an_explain_param_reruns_only_explain_and_aggregate(study):
 def test_a_train_param_leaves_prepare_and_profile_alone(study):
     set_params(study, {"train.lr": 0.01, "train.label_smoothing": 0.2})
     assert stale(study) == cells("train")
-    assert repro(study) == cells("train") | cells("evaluate") | cells("explain") | {"aggregate"}
+    assert repro(study) == cells("train") | cells("evaluate") | cells("surface") | cells("explain") | {"aggregate"}
 
 
 def test_the_train_batch_size_reprofiles_training_cost(study):
@@ -81,7 +95,7 @@ def edit(repo: Path, module: str, line: str = "# edited") -> None:
     path.write_text(path.read_text() + f"\n{line}\n")
 
 
-ALL_BUT_PREPARE = {*cells("train"), *cells("evaluate"), *cells("profile"), *cells("explain"), "aggregate"}
+ALL_BUT_PREPARE = {*cells("train"), *cells("evaluate"), *cells("surface"), *cells("profile"), *cells("explain"), "aggregate"}
 
 
 @pytest.mark.parametrize(
@@ -89,7 +103,7 @@ ALL_BUT_PREPARE = {*cells("train"), *cells("evaluate"), *cells("profile"), *cell
     [
         ("resomap/explain/scores.py", cells("explain") | {"aggregate"}),
         ("resomap/report/findings.py", {"aggregate"}),
-        ("resomap/evaluate/metrics.py", cells("evaluate") | {"aggregate"}),
+        ("resomap/evaluate/metrics.py", cells("evaluate") | cells("surface") | {"aggregate"}),
         ("resomap/profile/timing.py", cells("profile")),
         ("resomap/train/fit.py", cells("train")),
         ("resomap/optim/schedules.py", cells("train") | cells("profile")),

@@ -80,7 +80,7 @@ def test_a_hand_edit_of_params_yaml_is_neither_run_nor_overwritten(study):
 def test_dash_s_resolution_runs_the_whole_grid_at_that_size_and_shows_in_exp_show(study):
     output = dvc(study, "exp", "run", "-S", "resolution=32")
     assert ran(output) == {"prepare@32", "train@tiny_cnn-32-0", "evaluate@tiny_cnn-32-0", "profile@tiny_cnn-32",
-                           "explain@tiny_cnn-32-0", "aggregate"}, output
+                           "explain@tiny_cnn-32-0", "surface@tiny_cnn-32-0", "aggregate"}, output
     assert params(study)["resolution"] == 32 and params(study)["grid"] == {"resolutions": [32]}
     assert json.loads((study / "reports/summary.json").read_text())["tiny_cnn"]["best_resolution"] == 32
     shown = json.loads(dvc(study, "exp", "show", "--json"))

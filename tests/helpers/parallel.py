@@ -15,7 +15,8 @@ PREPARE = {"prepare@16", "prepare@24"}
 CELLS = {f"{stage}@tiny_cnn-{r}-0" for stage in ("train", "evaluate", "explain") for r in (16, 24)}
 PROFILE = {"profile@tiny_cnn-16", "profile@tiny_cnn-24"}
 EXPLAIN = {"explain@tiny_cnn-16-0", "explain@tiny_cnn-24-0"}
-EVERY_STAGE = PREPARE | CELLS | PROFILE | {"aggregate"}
+SURFACE = {"surface@tiny_cnn-16-0", "surface@tiny_cnn-24-0"}  # nothing downstream reads it yet
+EVERY_STAGE = PREPARE | CELLS | SURFACE | PROFILE | {"aggregate"}
 
 
 def tiny_graph() -> dict[str, set[str]]:
@@ -27,6 +28,7 @@ def tiny_graph() -> dict[str, set[str]]:
         graph[f"train@tiny_cnn-{r}-0"] = {f"prepare@{r}"}
         for stage in ("evaluate", "explain"):
             graph[f"{stage}@tiny_cnn-{r}-0"] = {f"prepare@{r}", f"train@tiny_cnn-{r}-0"}
+        graph[f"surface@tiny_cnn-{r}-0"] = PREPARE | {f"train@tiny_cnn-{r}-0"}  # it reads every resolution's test images
     graph["aggregate"] = CELLS | PROFILE
     return graph
 

@@ -14,19 +14,13 @@ the tests' tiny study instead (a smoke test; its figures mean little).
 
 from __future__ import annotations
 
-import argparse
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
+from benchmarks.experiments import exp_run, experiment_args, fresh_study
+from benchmarks.stage_overhead import conditions
 from resomap.core import io
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from benchmarks.stage_overhead import conditions  # noqa: E402
-from helpers.study_repo import dvc, make_study_repo  # noqa: E402  (the tests' study repo, not a copy of it)
 
 MODELS = ["tiny_cnn", "simple_cnn"]
 POOL = "data.images.unlabeled=1500"  # the pseudo-labelling pool, as large as the train split
@@ -56,10 +50,7 @@ def cell_figures(repo: Path, model: str, resolution: int) -> dict:
 
 def run_recipe(repo: Path, name: str, overrides: list[str], resolutions: list[int], grid: list[str]) -> dict:
     """One `dvc exp run`; the cells' figures and each model's gap, largest less smallest resolution."""
-    args = [part for override in [*grid, *overrides] for part in ("-S", override)]
-    start = time.perf_counter()
-    dvc(repo, "exp", "run", "-n", name.lower().replace(" ", "-").replace(".", ""), *args)
-    seconds = time.perf_counter() - start
+    seconds = exp_run(repo, name, [*grid, *overrides])
     cells = {model: {str(r): cell_figures(repo, model, r) for r in resolutions} for model in MODELS}
     gaps = {model: round(by[str(resolutions[-1])]["accuracy"] - by[str(resolutions[0])]["accuracy"], 4) for model, by in cells.items()}
     print(f"{name}: {seconds:.0f} s, " + "; ".join(
@@ -68,12 +59,8 @@ def run_recipe(repo: Path, name: str, overrides: list[str], resolutions: list[in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/recipe_table.json"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        repo = make_study_repo(Path(tmp) / "study", tiny=args.tiny)
+    args = experiment_args(__doc__, "benchmarks/results/recipe_table.json")
+    with fresh_study(args.tiny) as repo:
         resolutions = yaml.safe_load((repo / "params.yaml").read_text())["grid"]["resolutions"]
         grid = [f"models=[{','.join(MODELS)}]", POOL, *(["train.epochs=8"] if args.tiny else [])]  # the plan ramps over 8 epochs
         results = {name: run_recipe(repo, name, overrides, resolutions, grid) for name, overrides in RECIPES.items()}

@@ -1,8 +1,10 @@
 """Usage: python -m stages.aggregate
 
-Read every cell of the grid in params.yaml and write the study's answer to reports/: the tidy
-table (cells.csv), study-level metrics (summary.json), the data of dvc.yaml's top-level plots
-(plots/), PNG charts (figures/) and the report (report.html, self-contained, and report.md).
+Read every cell of the grid in params.yaml, with its surface and fine-tune cells, and write the
+study's answer to reports/: the tidy tables (cells.csv; surface.csv, one row per model, seed,
+training and test resolution and variant), study-level metrics (summary.json), the data of
+dvc.yaml's top-level plots (plots/), PNG charts (figures/) and the report (report.html,
+self-contained, and report.md).
 """
 
 import itertools
@@ -29,9 +31,10 @@ def main(argv: list[str]) -> None:
     params = load_params()
     io.check_writable(REPORTS_DIR)
     cells = [Cell(*c) for c in itertools.product(params.models, sorted(params.grid_resolutions), params.seeds)]
-    study = load_study(cells)
+    study = load_study(cells, params.finetune_cells)
     analysis = analyse(study, params.aggregate)
     write_csv(REPORTS_DIR / "cells.csv", study.table)
+    write_csv(REPORTS_DIR / "surface.csv", study.surface.table)
     for name, frame in plot_tables(analysis).items():
         write_csv(REPORTS_DIR / "plots" / name, frame)
     figures = write_figures(study, analysis, REPORTS_DIR / "figures")

@@ -42,11 +42,14 @@ def test_one_resolution_replaces_the_grid_and_the_stamp_holds(tmp_path):
     folder = shipped_params(tmp_path)
     compose(folder, "resolution=512")
     values = composed(folder)
-    assert values["resolution"] == 512 and values["grid"] == {"resolutions": [512]}
+    assert values["resolution"] == 512 and values["grid"] == {"resolutions": [512], "finetune": {}}
     assert values["resolutions"] == composed(REPO)["resolutions"]  # the list itself is left alone
     check_composed(folder)
     compose(folder, "resolutions=[24,48]")
-    assert composed(folder)["grid"] == {"resolutions": [24, 48]}
+    grid = composed(folder)["grid"]
+    assert grid["resolutions"] == [24, 48]
+    assert grid["finetune"]["resnet8-24to48-0"] == {"model": "resnet8", "from": 24, "to": 48, "seed": 0}  # finetune.pairs: next
+    assert len(grid["finetune"]) == len(composed(REPO)["models"])
 
 
 def test_a_conf_edit_that_was_not_composed_is_refused(tmp_path):

@@ -19,6 +19,7 @@ MAY_IMPORT = {
     "optim": {"core"},
     "train": {"core", "data", "models", "optim"},
     "evaluate": {"core", "data", "models"},
+    "finetune": {"core", "models"},
     "profile": {"core", "data", "models", "optim"},
     "explain": {"core", "data", "models"},
     "report": {"core", "models", "evaluate", "explain"},

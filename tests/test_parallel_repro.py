@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, SURFACE, copy_of, parallel_repro, tiny_graph
+from helpers.parallel import CELLS, EVERY_STAGE, FINETUNE, PREPARE, PROFILE, SURFACE, copy_of, parallel_repro, tiny_graph
 from helpers.study_repo import dvc, make_study_repo
 from resomap.core.errors import ResoMapError
 from tools.dag import always_changed_stages, pending_graph, waves
@@ -115,12 +115,12 @@ def test_a_fresh_repo_is_all_pending_in_dag_order(fresh_repo, monkeypatch):
     assert always_changed_stages([]) == ["check"]  # run first, alone: not in the graph
     assert graph["train@tiny_cnn-16-0"] == {"prepare@16"}
     assert graph["explain@tiny_cnn-24-0"] == {"prepare@24", "train@tiny_cnn-24-0"}
-    assert graph["aggregate"] == CELLS | PROFILE
+    assert graph["aggregate"] == CELLS | PROFILE | SURFACE | FINETUNE
     assert graph == tiny_graph()  # the graph tests/test_slurm_repro.py plans from
     assert [set(wave) for wave in waves(graph)] == [
         PREPARE,
         PROFILE | {"train@tiny_cnn-16-0", "train@tiny_cnn-24-0"},
-        CELLS - {"train@tiny_cnn-16-0", "train@tiny_cnn-24-0"} | SURFACE,
+        CELLS - {"train@tiny_cnn-16-0", "train@tiny_cnn-24-0"} | SURFACE | FINETUNE,
         {"aggregate"},
     ]
 

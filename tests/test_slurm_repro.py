@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers.env import REPO
-from helpers.parallel import CELLS, EVERY_STAGE, PREPARE, PROFILE, tiny_graph
+from helpers.parallel import CELLS, EVERY_STAGE, FINETUNE, PREPARE, PROFILE, SURFACE, tiny_graph
 from resomap.core.errors import ResoMapError
 from tools.slurm_repro import NO_SBATCH, Job, Resources, job_states, plan, sbatch, sbatch_command, submit_plan
 
@@ -64,7 +64,7 @@ def test_every_stage_becomes_one_job_after_exactly_the_jobs_of_its_pending_upstr
         assert {slurm.stage_of[job] for job in depends.get("afterok", set())} == upstream
         assert set(depends) <= {"afterok"}
         assert (option(slurm.commands[stage], "--kill-on-invalid-dep") == "yes") == bool(upstream)
-    assert slurm.dependencies("aggregate")["afterok"] == {submitted[stage] for stage in CELLS | PROFILE}
+    assert slurm.dependencies("aggregate")["afterok"] == {submitted[stage] for stage in CELLS | PROFILE | SURFACE | FINETUNE}
 
 
 def test_jobs_are_submitted_upstream_first_so_every_afterok_names_an_existing_job():

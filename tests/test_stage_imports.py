@@ -20,6 +20,7 @@ ALLOWED = {
     "train": {"torch", "dvclive", "pandas"},  # pandas comes with DVCLive
     "evaluate": {"torch"},
     "surface": {"torch"},
+    "finetune": {"torch", "dvclive", "pandas"},  # it trains, as train does
     "profile": {"torch"},
     "explain": {"torch", "matplotlib", "scipy"},  # grad-cam and captum load inside the methods that use them
     "aggregate": {"torch", "matplotlib", "pandas", "scipy"},

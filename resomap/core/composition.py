@@ -4,6 +4,8 @@ a whole grid at 512 px. That makes two files, and this module keeps them from di
 
 - `grid.resolutions`, the list dvc.yaml's matrix reads, is derived at composition: `[resolution]`
   when `resolution` is set, else `resolutions`.
+- `grid.finetune`, the fine-tune cells dvc.yaml's `finetune` stage iterates, keyed by stage name:
+  models x finetune.pairs x seeds, `next` resolved against the grid's resolutions.
 - `composed`, the last key, stamps the digest of conf/ and of the composed values. The check stage
   refuses a params.yaml whose conf/ has changed since (an edit `dvc repro` would otherwise ignore)
   or whose values were edited by hand (an edit the next `dvc exp run` would otherwise overwrite),
@@ -24,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from resomap.core.errors import ResoMapError
+from resomap.core.grid import FinetuneCell
 
 CONF_DIR = "conf"
 PARAMS_FILE = "params.yaml"
@@ -39,6 +42,31 @@ class CompositionError(ResoMapError):
 def effective_resolutions(resolution: int | None, resolutions: list) -> list:
     """The grid's resolutions: the single `resolution` when it is set, else the list."""
     return list(resolutions) if resolution is None else [resolution]
+
+
+def finetune_pairs(resolutions: list, pairs) -> list[tuple[int, int]]:
+    """The (from, to) pairs to fine-tune: `next` pairs each grid resolution with the next one up
+    (none for a grid of one); a listed pair must join two different grid resolutions, since a pair
+    needs the source's trained cell and the target's prepared data. Raises ValueError naming the key."""
+    grid = sorted(resolutions)
+    if pairs == "next":
+        return list(zip(grid, grid[1:]))
+    for i, (source, target) in enumerate(pairs):
+        missing = next((r for r in (source, target) if r not in grid), None)
+        if missing is not None:
+            raise ValueError(f"finetune.pairs[{i}] uses {missing} px, which is not a grid resolution {grid}: "
+                             "list pairs of grid resolutions, or next")
+        if source == target:
+            raise ValueError(f"finetune.pairs[{i}] goes from {source} px to itself: a fine-tune changes the resolution")
+    if len(set(pairs)) < len(pairs):
+        raise ValueError("finetune.pairs lists a pair more than once: remove the duplicate")
+    return [tuple(pair) for pair in pairs]
+
+
+def finetune_cells(models: list, seeds: list, resolutions: list, pairs) -> list[FinetuneCell]:
+    """Every model and seed at every pair of `finetune_pairs`."""
+    return [FinetuneCell(model, source, target, seed)
+            for model in models for source, target in finetune_pairs(resolutions, pairs) for seed in seeds]
 
 
 def conf_digest(root: Path) -> str:
@@ -96,12 +124,21 @@ def _hand_edit_message() -> str:
 
 
 def register_resolvers(root: Path) -> None:
-    """The resolvers conf/config.yaml calls: `resomap.grid` and `resomap.stamp`."""
+    """The resolvers conf/config.yaml calls: `resomap.grid`, `resomap.finetune` and `resomap.stamp`."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     def grid(resolution, resolutions) -> ListConfig:
         # OmegaConf needs a ListConfig back: a plain list would be stored as one opaque value.
         return ListConfig(effective_resolutions(resolution, resolutions))
+
+    def finetune(models, seeds, resolutions, pairs) -> DictConfig:
+        # grid.finetune, keyed by the stage's name suffix: tiny_cnn-16to32-0
+        listed = pairs if pairs == "next" else [(pair["from"], pair["to"]) for pair in pairs]
+        try:
+            cells = finetune_cells(list(models), list(seeds), list(resolutions), listed)
+        except ValueError as error:
+            raise CompositionError(str(error)) from None
+        return DictConfig({str(c): {"model": c.model, "from": c.source, "to": c.target, "seed": c.seed} for c in cells})
 
     def composed_stamp(*, _root_: DictConfig) -> str:
         previous = root / PARAMS_FILE
@@ -112,4 +149,5 @@ def register_resolvers(root: Path) -> None:
         return stamp(root, values)
 
     OmegaConf.register_new_resolver("resomap.grid", grid, replace=True)
+    OmegaConf.register_new_resolver("resomap.finetune", finetune, replace=True)
     OmegaConf.register_new_resolver("resomap.stamp", composed_stamp, replace=True)

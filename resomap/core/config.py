@@ -18,8 +18,9 @@ from typing import Literal
 
 import yaml
 
-from resomap.core.composition import effective_resolutions
+from resomap.core.composition import effective_resolutions, finetune_cells
 from resomap.core.errors import ResoMapError
+from resomap.core.grid import FinetuneCell
 
 
 class ParamsError(ResoMapError):
@@ -175,6 +176,25 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class FinetunePair:
+    """One FixRes fine-tune: each cell trained at `from` tuned further at `to` (YAML keys `from`, `to`)."""
+
+    source: int = field(metadata={"key": "from"})
+    target: int = field(metadata={"key": "to"})
+
+
+FINETUNE_LAYERS = ("classifier_bn", "classifier", "all")
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    pairs: list[FinetunePair] | Literal["next"] = "next"  # next: every grid resolution tuned at the next one up
+    epochs: int = 2
+    lr: float = 0.01
+    layers: Literal[FINETUNE_LAYERS] = "classifier_bn"  # FixRes's rule; classifier: BatchNorm frozen too; all
+
+
+@dataclass(frozen=True)
 class ProfileParams:
     batch_size: int = 32  # inference batch for throughput
     warmup: int = 10
@@ -217,6 +237,7 @@ class Grid:
     stage's stamp check keeps it equal to `Params.grid_resolutions`."""
 
     resolutions: list[int]
+    finetune: dict[str, FinetuneCell] = field(default_factory=dict)  # by stage name suffix, e.g. tiny_cnn-16to32-0
 
 
 @dataclass(frozen=True)
@@ -228,6 +249,7 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
     profile: ProfileParams = field(default_factory=ProfileParams)
     explain: ExplainParams = field(default_factory=ExplainParams)
     aggregate: AggregateParams = field(default_factory=AggregateParams)
@@ -244,6 +266,13 @@ class Params:
         """The surface's test resolutions: the grid's, or evaluate.test_resolutions' list."""
         chosen = self.evaluate.test_resolutions
         return self.grid_resolutions if chosen == "grid" else list(chosen)
+
+    @property
+    def finetune_cells(self) -> list[FinetuneCell]:
+        """The fine-tune cells, as composition lists them in grid.finetune (ValueError: a bad pair)."""
+        pairs = self.finetune.pairs
+        listed = pairs if pairs == "next" else [(pair.source, pair.target) for pair in pairs]
+        return finetune_cells(self.models, self.seeds, self.grid_resolutions, listed)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -276,7 +305,7 @@ def parse_params(raw: object) -> Params:
 def _build(cls: type, raw: object, where: str):
     if not isinstance(raw, dict):
         raise ParamsError(f"{where or 'params.yaml'} must be a mapping of keys, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.metadata.get("key", f.name): f for f in dataclasses.fields(cls)}  # `key`: a YAML key Python cannot name
     for key in raw:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
@@ -287,7 +316,7 @@ def _build(cls: type, raw: object, where: str):
     for name, f in fields.items():
         key = _join(where, name)
         if name in raw:
-            values[name] = _coerce(hints[name], raw[name], key)
+            values[f.name] = _coerce(hints[f.name], raw[name], key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ParamsError(f"missing key '{key}' in params.yaml: add it (see README, 'Parameters')")
     return cls(**values)
@@ -317,6 +346,10 @@ def _coerce(hint, value, key: str):
         if value not in args:
             raise ParamsError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key} must be a mapping, got {value!r}")
+        return {name: _coerce(args[1], item, f"{key}.{name}") for name, item in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ParamsError(f"{key} must be a list, e.g. {key}=[...], got {value!r}")
@@ -368,6 +401,7 @@ def validate(params: Params) -> None:
     _validate_pseudo_label_pool(params.train, params.data)
     _validate_progressive_start(params.train.progressive, params.grid_resolutions)
     _validate_evaluate(params)
+    _validate_finetune(params)
     _positive("profile.batch_size", params.profile.batch_size)
     _positive("profile.repeats", params.profile.repeats)
     _positive("profile.batch_repeats", params.profile.batch_repeats)
@@ -416,6 +450,15 @@ def _validate_evaluate(params: Params) -> None:
     if evaluate.tta == "views" and too_small:
         raise ParamsError(f"evaluate.tta: views cannot resize-then-centre-crop at {too_small[0]} px (the crop would drop no pixel "
                           f"on a side): use tta: flip, or drop {too_small[0]} from resolutions")
+
+
+def _validate_finetune(params: Params) -> None:
+    _positive("finetune.epochs", params.finetune.epochs)
+    _positive("finetune.lr", params.finetune.lr)
+    try:
+        params.finetune_cells  # noqa: B018 - listing the cells checks every pair
+    except ValueError as error:
+        raise ParamsError(str(error)) from None
 
 
 def check_test_resolutions_prepared(params: Params) -> None:

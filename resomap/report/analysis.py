@@ -15,6 +15,7 @@ from resomap.core.grid import Cell
 from resomap.explain.scores import consistency_matrix
 from resomap.report.stats import bootstrap_intervals, fit_power_law, mcnemar, pareto_front
 from resomap.report.study import Study
+from resomap.report.surface import SurfaceAnalysis, analyse_surface
 
 COSTS = ("latency_ms", "throughput_img_s", "peak_memory_mb", "flops", "energy_j_per_img")
 HEATMAP_META = ("indices", "images", "labels", "predicted")
@@ -28,6 +29,7 @@ class Analysis:
     consistency: pd.DataFrame  # one row per (model, method, resolution pair): heatmap agreement
     recommendations: pd.DataFrame  # one row per model: best and recommended resolution
     budget_pick: dict | None  # the most accurate cell within the latency and memory budgets
+    surface: SurfaceAnalysis  # testing at other resolutions than the training one
     params: AggregateParams
 
 
@@ -40,6 +42,7 @@ def analyse(study: Study, params: AggregateParams) -> Analysis:
         consistency=explanation_consistency(study),
         recommendations=recommend(stats, params.tolerance),
         budget_pick=best_under_budget(stats, params.latency_budget_ms, params.memory_budget_mb),
+        surface=analyse_surface(study, stats, params),
         params=params,
     )
 
@@ -182,9 +185,27 @@ def _number(value) -> float | None:
     return None if pd.isna(value) else round(float(value), 6)
 
 
+def _by_training(frame: pd.DataFrame, column: str, value=_number) -> dict:
+    return {str(row["train_resolution"]): value(row[column]) for _, row in frame.iterrows()}
+
+
+def surface_summary(surface: SurfaceAnalysis, model: str) -> dict:
+    """Per training resolution the best test resolution and its gain over testing at the training
+    resolution (0 when that is the best); per fine-tuned pair its gain over the source at `from`."""
+    best = surface.best[surface.best["model"] == model]
+    tuned = surface.finetune[surface.finetune["model"] == model]
+    return {
+        "best_test_resolution": _by_training(best, "best_test_resolution", int),
+        "fixres_gain": _by_training(best, "gain"),
+        **({"finetune_gain": {f"{r.from_resolution}to{r.to_resolution}": _number(r.vs_source_gain)
+                              for r in tuned.itertuples()}} if not tuned.empty else {}),
+    }
+
+
 def summary_metrics(analysis: Analysis) -> dict:
     """Study-level numbers for `dvc metrics diff` and `dvc exp show`: per model its best and
-    recommended resolution, the cost exponents, and how many resolution steps were significant."""
+    recommended resolution, the cost exponents, how many resolution steps were significant, and
+    the best test resolution per training resolution with its gain."""
     summary = {}
     for rec in analysis.recommendations.itertuples():
         fits = analysis.scaling[analysis.scaling["model"] == rec.model].set_index("metric")["exponent"]
@@ -196,6 +217,7 @@ def summary_metrics(analysis: Analysis) -> dict:
             "recommended_accuracy": _number(rec.recommended_accuracy),
             "significant_steps": int(steps["significant"].sum()),
             "exponent": {cost: _number(fits[cost]) for cost in COSTS},
+            **surface_summary(analysis.surface, rec.model),
         }
     pick = analysis.budget_pick
     summary["under_budget"] = {"found": pick is not None} | ({k: (_number(v) if isinstance(v, float) else v)

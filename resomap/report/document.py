@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from resomap.report.analysis import COSTS, Analysis
-from resomap.report.findings import all_findings
-from resomap.report.study import Study
+from resomap.report.findings import all_findings, surface_finding
+from resomap.report.study import PLAIN, Study
+from resomap.report.surface import SurfaceAnalysis
 
 CELL_COLUMNS = ["model", "resolution", "seed", "accuracy", "macro_f1", "latency_ms", "throughput_img_s",
                 "peak_memory_mb", "flops", "params"]
@@ -85,6 +86,103 @@ def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def _paired_columns(frame: pd.DataFrame, prefix: str = "") -> dict[str, pd.Series]:
+    return {
+        "gain (points)": (100 * frame[f"{prefix}gain"]).map(lambda v: "—" if pd.isna(v) else f"{v:+.1f}"),
+        "fixed / broken": [f"{g:.0f} / {lo:.0f}" if pd.notna(g) else "—" for g, lo in zip(frame[f"{prefix}gained"], frame[f"{prefix}lost"])],
+        "McNemar p": frame[f"{prefix}p_value"].map(lambda p: "—" if pd.isna(p) else f"{p:.2g}"),
+    }
+
+
+def surface_table(grid: pd.DataFrame) -> pd.DataFrame:
+    """Plain accuracy % (mean over seeds), one row per model and training resolution, one column per
+    test resolution; [brackets] mark testing at the training resolution."""
+    plain = grid[grid["variant"] == PLAIN]
+    wide = plain.pivot_table(index=["model", "train_resolution"], columns="test_resolution", values="accuracy", sort=False)
+    wide = wide.reindex(columns=sorted(wide.columns))
+    frame = pd.DataFrame({"model": wide.index.get_level_values(0), "trained px": wide.index.get_level_values(1).astype(str)})
+    for test in wide.columns:
+        frame[f"tested {test} px"] = [f"[{_pct(v)}]" if train == test else _pct(v)
+                                      for train, v in zip(wide.index.get_level_values(1), wide[test])]
+    return frame
+
+
+def best_test_table(best: pd.DataFrame) -> pd.DataFrame:
+    paired = _paired_columns(best)
+    return pd.DataFrame({
+        "model": best["model"],
+        "trained px": best["train_resolution"].astype(str),
+        "best test px": best["best_test_resolution"].astype(str),
+        "accuracy %": best["accuracy"].map(_pct),
+        "95% CI": [f"{_pct(lo)}–{_pct(hi)}" for lo, hi in zip(best["ci_low"], best["ci_high"])],
+        "vs trained px (points)": paired["gain (points)"],
+        "fixed / broken": paired["fixed / broken"],
+        "McNemar p": [p if moved else "none: it is the training resolution"
+                      for p, moved in zip(paired["McNemar p"], best["best_test_resolution"] != best["train_resolution"])],
+        "latency ms": best["latency_ms"].map(_num),
+        "MFLOPs": (best["flops"] / 1e6).map(lambda v: _num(v, 1)),
+        "latency ×": best["latency_ratio"].map(_num),
+    })
+
+
+def recalibration_table(recalibration: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "model": recalibration["model"],
+        "trained → tested px": [f"{a} → {b}" for a, b in zip(recalibration["train_resolution"], recalibration["test_resolution"])],
+        "plain %": recalibration["reference_accuracy"].map(_pct),
+        "recalibrated %": recalibration["accuracy"].map(_pct),
+        **_paired_columns(recalibration),
+    })
+
+
+def finetune_table(finetune: pd.DataFrame) -> pd.DataFrame:
+    at_to, whole = _paired_columns(finetune, "vs_plain_"), _paired_columns(finetune, "vs_source_")
+    return pd.DataFrame({
+        "model": finetune["model"],
+        "from → to px": [f"{a} → {b}" for a, b in zip(finetune["from_resolution"], finetune["to_resolution"])],
+        "fine-tuned %": finetune["accuracy"].map(_pct),
+        "source at to %": finetune["vs_plain_reference_accuracy"].map(_pct),
+        "gain vs source at to": at_to["gain (points)"], "McNemar p (at to)": at_to["McNemar p"],
+        "source at from %": finetune["vs_source_reference_accuracy"].map(_pct),
+        "gain vs source at from": whole["gain (points)"], "McNemar p (at from)": whole["McNemar p"],
+    })
+
+
+def tta_table(tta: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "model": tta["model"], "px": tta["resolution"].astype(str), "views": tta["views"],
+        "plain %": tta["accuracy"].map(_pct), "TTA %": tta["tta_accuracy"].map(_pct),
+        "gain (points)": (100 * tta["gain"]).map(lambda v: f"{v:+.1f}"),
+        "forward passes ×": tta["latency_multiplier"].map(lambda v: f"{v:g}"),
+    })
+
+
+def surface_section(surface: SurfaceAnalysis, figures: dict[str, Path]) -> list[Block]:
+    """The train × test surface: the finding, the accuracy table and heatmaps, the best test
+    resolutions, then each gain table the study has data for."""
+    blocks: list[Block] = [
+        Heading("Testing at other resolutions than the training one"),
+        Paragraph(surface_finding(surface)),
+        Paragraph("Accuracy % (mean over seeds) of each model's weights trained at one resolution and tested at "
+                  "another, on the same test images; [brackets]: tested at the training resolution."),
+        Table(surface_table(surface.grid)),
+    ]
+    blocks += [Figure(path, f"{name.removeprefix('surface_')}: accuracy by training and test resolution, the diagonal outlined.")
+               for name, path in figures.items() if name.startswith("surface_")]
+    blocks += [Heading("Best test resolution per training resolution", 3),
+               Paragraph("Highest mean accuracy over the test resolutions, its 95% bootstrap interval over test images, "
+                         "McNemar's paired test against testing at the training resolution (fixed: images wrong there "
+                         "and right here), and what testing at that resolution costs (profile, batch 1)."),
+               Table(best_test_table(surface.best))]
+    gains = (("BatchNorm recalibration", surface.recalibration, recalibration_table),
+             ("Fine-tuning at the test resolution", surface.finetune, finetune_table),
+             ("Test-time augmentation", surface.tta, tta_table))
+    for title, frame, table in gains:
+        if not frame.empty:
+            blocks += [Heading(title, 3), Table(table(frame))]
+    return blocks
+
+
 def scaling_table(scaling: pd.DataFrame) -> pd.DataFrame:
     wide = scaling.pivot(index="model", columns="metric", values="exponent")
     wide = wide.reindex(index=scaling["model"].unique(), columns=COSTS).map(_num)
@@ -150,6 +248,7 @@ def build_report(study: Study, analysis: Analysis, figures: dict[str, Path]) -> 
                Heading("Steps between neighbouring resolutions"), Table(steps_table(analysis.steps)),
                Heading("Cost"), Table(scaling_table(analysis.scaling)), Figure(figures["costs"], captions["costs"]),
                Figure(figures["pareto"], captions["pareto"]),
+               *surface_section(analysis.surface, figures),
                Heading("Explanations across resolutions"), Table(consistency_table(analysis.consistency)),
                Figure(figures["consistency"], captions["consistency"])]
     blocks += [Figure(path, f"{name.removeprefix('attention_')}: the same test images at every resolution, with each method's overlay.")

@@ -12,6 +12,7 @@ from resomap.report.charts import save_figure
 from resomap.report.charts.cells import confusion_chart, training_curves_chart
 from resomap.report.charts.explanations import attention_chart, consistency_chart, explanation_scores_chart
 from resomap.report.charts.results import accuracy_chart, cost_chart, pareto_chart
+from resomap.report.charts.surface import surface_chart
 from resomap.report.study import Study, training_curves
 
 
@@ -37,6 +38,7 @@ def write_figures(study: Study, analysis: Analysis, directory: Path) -> dict[str
         "accuracy": accuracy_chart(analysis.stats),
         "costs": cost_chart(analysis.stats, analysis.scaling),
         "pareto": pareto_chart(analysis.stats),
+        **{f"surface_{m}": surface_chart(analysis.surface.grid, m) for m in study.models},
         "consistency": consistency_chart(analysis.consistency, study.resolutions),
         **{f"attention_{m}": attention_chart(m, attention_views(study, m), explained) for m in study.models},
         "explanation_scores": explanation_scores_chart(study.table, explained),

@@ -8,6 +8,7 @@ import pandas as pd
 
 from resomap.report.analysis import Analysis
 from resomap.report.study import Study
+from resomap.report.surface import SurfaceAnalysis
 
 RANDOMISATION_WARNING = 0.5  # Spearman with a randomly re-initialised twin above this: the map ignores the weights
 MIN_TEST_IMAGES = 100  # below this a 95% interval on accuracy is wider than about +-10 points
@@ -107,6 +108,53 @@ def explanation_findings(analysis: Analysis, study: Study) -> list[str]:
                 f"Sanity check: {method} maps stay similar (Spearman > {RANDOMISATION_WARNING}) after the weights are "
                 f"re-randomised in {len(high)} of {len(table)} cells, so they partly show the input, not the model (Adebayo et al. 2018).")
     return sentences
+
+
+def _moved(rows: pd.DataFrame, column: str = "test_resolution") -> str:
+    """Each row's model tested at `column` instead of its training resolution: the change and its p."""
+    return "; ".join(f"{r.model} trained at {r.train_resolution} px {'gains' if r.gain >= 0 else 'loses'} "
+                     f"{100 * abs(r.gain):.1f} points at {getattr(r, column)} px (McNemar {_p(r.p_value)})"
+                     for r in rows.itertuples())
+
+
+def _spread(gains: pd.Series) -> str:
+    low, high = 100 * gains.min(), 100 * gains.max()
+    return f"{low:+.1f} points" if low == high else f"{low:+.1f} to {high:+.1f} points"
+
+
+def surface_finding(surface: SurfaceAnalysis) -> str:
+    """One paragraph: does testing one step above the training resolution help, where the best test
+    resolution is not the training one, and what recalibration, fine-tuning and TTA add."""
+    one_up, best = surface.one_up, surface.best
+    helps = one_up[one_up["significant"] & (one_up["gain"] > 0)]
+    if one_up.empty:
+        sentences = ["No test resolution above a training resolution was scored (evaluate.test_resolutions), so "
+                     "whether testing higher helps is not measured."]
+    elif helps.empty:
+        sentences = [f"Testing one step above the training resolution helps no model significantly: {_moved(one_up)}."]
+    else:
+        rest = one_up.drop(helps.index)
+        sentences = [f"Testing one step above the training resolution helps: {_moved(helps)}"
+                     + (f"; not elsewhere: {_moved(rest)}." if not rest.empty else ".")]
+    moved = best[best["best_test_resolution"] != best["train_resolution"]]
+    sentences.append(
+        f"The best test resolution is the training resolution itself for {len(best) - len(moved)} of {len(best)} "
+        "trained resolutions" + (f"; elsewhere: {_moved(moved, 'best_test_resolution')}." if not moved.empty else "."))
+    recalibration = surface.recalibration
+    if not recalibration.empty:
+        sentences.append(f"BatchNorm recalibration moves off-diagonal accuracy by {_spread(recalibration['gain'])} "
+                         f"({int(recalibration['significant'].sum())} of {len(recalibration)} significant).")
+    for r in surface.finetune.itertuples():
+        at_to = (f"{_pts(r.vs_plain_gain)} over the source tested at {r.to_resolution} px (McNemar {_p(r.vs_plain_p_value)})"
+                 if pd.notna(r.vs_plain_gain) else f"the source was not tested at {r.to_resolution} px")
+        sentences.append(f"Fine-tuning {r.model} from {r.from_resolution} to {r.to_resolution} px reaches "
+                         f"{100 * r.accuracy:.1f}%: {at_to}, and {_pts(r.vs_source_gain)} over the source at "
+                         f"{r.from_resolution} px (McNemar {_p(r.vs_source_p_value)}).")
+    tta = surface.tta
+    if not tta.empty:
+        sentences.append(f"Test-time augmentation ({tta['views'].iloc[0]}) moves accuracy by {_spread(tta['gain'])} "
+                         f"for {tta['latency_multiplier'].max():g}× the forward passes.")
+    return " ".join(sentences)
 
 
 def data_caveats(study: Study) -> list[str]:

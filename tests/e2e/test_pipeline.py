@@ -20,6 +20,9 @@ def cells(stage: str, resolutions=(16, 24)) -> set[str]:
     return {f"{stage}@tiny_cnn-{r}-0" for r in resolutions}
 
 
+FINETUNE = {"finetune@tiny_cnn-16to24-0"}  # finetune.pairs: next
+
+
 @pytest.fixture(scope="module")
 def built_study(tmp_path_factory) -> tuple[Path, set[str]]:
     repo = make_study_repo(tmp_path_factory.mktemp("e2e") / "study")
@@ -38,7 +41,7 @@ def study(built_study, tmp_path) -> Path:
 def test_first_repro_runs_every_stage_and_writes_every_output(built_study):
     repo, ran = built_study
     everything = set().union(*(cells(s) for s in ("prepare", "train", "evaluate", "surface", "profile", "explain")))
-    assert ran == everything | {"aggregate"}
+    assert ran == everything | FINETUNE | {"aggregate"}
     table = (repo / "reports/cells.csv").read_text().splitlines()
     assert len(table) == 3 and table[0].startswith("model,family,resolution,seed,")
     assert (repo / "models/tiny_cnn/24/0/model.pt").is_file()
@@ -54,9 +57,11 @@ def test_second_repro_runs_nothing(study):
 
 
 def test_appending_a_resolution_runs_only_the_new_cells_and_retrains_nothing(study):
-    """Every surface cell reruns too (each now also tests at 32 px): inference only."""
+    """Every surface cell reruns too (each now also tests at 32 px): inference only. The new pair
+    24 -> 32 is fine-tuned; 16 -> 24 is not redone."""
     set_params(study, {"resolutions": [16, 24, 32]})
-    new = {"prepare@32", "train@tiny_cnn-32-0", "evaluate@tiny_cnn-32-0", "profile@tiny_cnn-32", "explain@tiny_cnn-32-0"}
+    new = {"prepare@32", "train@tiny_cnn-32-0", "evaluate@tiny_cnn-32-0", "profile@tiny_cnn-32", "explain@tiny_cnn-32-0",
+           "finetune@tiny_cnn-24to32-0"}
     assert repro(study) == new | cells("surface", (16, 24, 32)) | {"aggregate"}
     surface = json.loads((study / "metrics/surface/tiny_cnn/16/0/metrics.json").read_text())
     assert sorted(surface["test"], key=int) == ["16", "24", "32"]
@@ -67,9 +72,16 @@ def test_an_evaluate_tta_change_reruns_only_evaluate_and_aggregate(study):
     assert repro(study) == cells("evaluate") | {"aggregate"}
 
 
-def test_bn_recalibration_reruns_only_the_surface(study):
+def test_bn_recalibration_reruns_only_the_surface_and_aggregate(study):
     set_params(study, {"evaluate.bn_recalibration": True})
-    assert repro(study) == cells("surface")
+    assert repro(study) == cells("surface") | {"aggregate"}
+
+
+def test_a_finetune_param_reruns_only_the_fine_tunes_and_aggregate(study):
+    set_params(study, {"finetune.epochs": 3})
+    assert repro(study) == FINETUNE | {"aggregate"}
+    metrics = json.loads((study / "metrics/finetune/tiny_cnn/16to24/0/metrics.json").read_text())
+    assert (metrics["from_resolution"], metrics["to_resolution"], metrics["epochs"]) == (16, 24, 3)
 
 
 def test_an_explain_param_reruns_only_explain_and_aggregate(study):
@@ -79,15 +91,15 @@ def test_an_explain_param_reruns_only_explain_and_aggregate(study):
 
 def test_a_train_param_leaves_prepare_and_profile_alone(study):
     set_params(study, {"train.lr": 0.01, "train.label_smoothing": 0.2})
-    assert stale(study) == cells("train")
-    assert repro(study) == cells("train") | cells("evaluate") | cells("surface") | cells("explain") | {"aggregate"}
+    assert stale(study) == cells("train") | FINETUNE
+    assert repro(study) == cells("train") | cells("evaluate") | cells("surface") | cells("explain") | FINETUNE | {"aggregate"}
 
 
 def test_the_train_batch_size_reprofiles_training_cost(study):
     """profile reads the train keys that set a training step's cost (train_throughput_img_s is
     measured at train.batch_size), not the ones that only change the weights."""
     set_params(study, {"train.batch_size": 8})
-    assert stale(study) == cells("train") | cells("profile")
+    assert stale(study) == cells("train") | cells("profile") | FINETUNE  # the fine-tune keeps the cell's recipe
 
 
 def edit(repo: Path, module: str, line: str = "# edited") -> None:
@@ -95,7 +107,7 @@ def edit(repo: Path, module: str, line: str = "# edited") -> None:
     path.write_text(path.read_text() + f"\n{line}\n")
 
 
-ALL_BUT_PREPARE = {*cells("train"), *cells("evaluate"), *cells("surface"), *cells("profile"), *cells("explain"), "aggregate"}
+ALL_BUT_PREPARE = {*cells("train"), *cells("evaluate"), *cells("surface"), *cells("profile"), *cells("explain"), *FINETUNE, "aggregate"}
 
 
 @pytest.mark.parametrize(
@@ -103,10 +115,11 @@ ALL_BUT_PREPARE = {*cells("train"), *cells("evaluate"), *cells("surface"), *cell
     [
         ("resomap/explain/scores.py", cells("explain") | {"aggregate"}),
         ("resomap/report/findings.py", {"aggregate"}),
-        ("resomap/evaluate/metrics.py", cells("evaluate") | cells("surface") | {"aggregate"}),
+        ("resomap/evaluate/metrics.py", cells("evaluate") | cells("surface") | FINETUNE | {"aggregate"}),
         ("resomap/profile/timing.py", cells("profile")),
-        ("resomap/train/fit.py", cells("train")),
-        ("resomap/optim/schedules.py", cells("train") | cells("profile")),
+        ("resomap/train/fit.py", cells("train") | FINETUNE),
+        ("resomap/finetune/layers.py", FINETUNE),
+        ("resomap/optim/schedules.py", cells("train") | cells("profile") | FINETUNE),
         ("resomap/prepare/resize.py", cells("prepare")),
         ("resomap/core/io.py", ALL_BUT_PREPARE | cells("prepare")),
     ],
@@ -135,10 +148,10 @@ def test_registering_a_model_leaves_prepare_alone(study):
 
 def test_a_fit_loop_edit_retrains_and_identical_weights_rerun_nothing_downstream(study):
     """A comment in the fit loop retrains every cell (DVC cannot know it is a comment); the CPU
-    weights come out bit-identical, so evaluate and explain are skipped and profile never runs; only
-    aggregate follows, for the new training timings."""
+    weights come out bit-identical, so evaluate and explain are skipped and profile never runs; the
+    fine-tune reruns (its loop is the fit loop) and aggregate follows, for the new timings."""
     edit(study, "resomap/train/fit.py")
-    assert repro(study) == cells("train") | {"aggregate"}
+    assert repro(study) == cells("train") | FINETUNE | {"aggregate"}
 
 
 def weights_hash(repo: Path) -> str:

@@ -81,15 +81,16 @@ def test_dash_s_resolution_runs_the_whole_grid_at_that_size_and_shows_in_exp_sho
     output = dvc(study, "exp", "run", "-S", "resolution=32")
     assert ran(output) == {"prepare@32", "train@tiny_cnn-32-0", "evaluate@tiny_cnn-32-0", "profile@tiny_cnn-32",
                            "explain@tiny_cnn-32-0", "surface@tiny_cnn-32-0", "aggregate"}, output
-    assert params(study)["resolution"] == 32 and params(study)["grid"] == {"resolutions": [32]}
+    assert params(study)["resolution"] == 32 and params(study)["grid"] == {"resolutions": [32], "finetune": {}}
     assert json.loads((study / "reports/summary.json").read_text())["tiny_cnn"]["best_resolution"] == 32
     shown = json.loads(dvc(study, "exp", "show", "--json"))
     (baseline,) = [row for row in shown if row["rev"] == "workspace"]
     assert baseline["data"]["params"]["params.yaml"]["data"]["resolution"] == 32
     # a list still sets the grid, and the override lasts one experiment: the next composes conf/ as written
     output = dvc(study, "exp", "run", "-S", "resolutions=[16]")
-    assert params(study)["resolution"] is None and params(study)["grid"] == {"resolutions": [16]}
-    assert ran(output) == {"aggregate"}  # the 16 px cell was cached
+    assert params(study)["resolution"] is None and params(study)["grid"] == {"resolutions": [16], "finetune": {}}
+    # the 16 px cell was cached; its surface now tests at 16 px only
+    assert ran(output) == {"surface@tiny_cnn-16-0", "aggregate"}
 
 
 def test_a_sweep_over_resolution_queues_one_experiment_per_size(study):

@@ -15,8 +15,9 @@ PREPARE = {"prepare@16", "prepare@24"}
 CELLS = {f"{stage}@tiny_cnn-{r}-0" for stage in ("train", "evaluate", "explain") for r in (16, 24)}
 PROFILE = {"profile@tiny_cnn-16", "profile@tiny_cnn-24"}
 EXPLAIN = {"explain@tiny_cnn-16-0", "explain@tiny_cnn-24-0"}
-SURFACE = {"surface@tiny_cnn-16-0", "surface@tiny_cnn-24-0"}  # nothing downstream reads it yet
-EVERY_STAGE = PREPARE | CELLS | SURFACE | PROFILE | {"aggregate"}
+SURFACE = {"surface@tiny_cnn-16-0", "surface@tiny_cnn-24-0"}
+FINETUNE = {"finetune@tiny_cnn-16to24-0"}  # finetune.pairs: next
+EVERY_STAGE = PREPARE | CELLS | SURFACE | FINETUNE | PROFILE | {"aggregate"}
 
 
 def tiny_graph() -> dict[str, set[str]]:
@@ -29,7 +30,8 @@ def tiny_graph() -> dict[str, set[str]]:
         for stage in ("evaluate", "explain"):
             graph[f"{stage}@tiny_cnn-{r}-0"] = {f"prepare@{r}", f"train@tiny_cnn-{r}-0"}
         graph[f"surface@tiny_cnn-{r}-0"] = PREPARE | {f"train@tiny_cnn-{r}-0"}  # it reads every resolution's test images
-    graph["aggregate"] = CELLS | PROFILE
+    graph["finetune@tiny_cnn-16to24-0"] = {"prepare@24", "train@tiny_cnn-16-0"}  # the 16 px weights, the 24 px images
+    graph["aggregate"] = CELLS | PROFILE | SURFACE | FINETUNE
     return graph
 
 

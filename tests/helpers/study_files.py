@@ -3,7 +3,8 @@ aggregate reads, produced by the project's own writers, for 2 models x 3 resolut
 
 tiny_cnn gets right the first 100 of 200 test images at 16 px, 40 more at 32 px (a significant
 step), and one more at 64 px (not significant); simple_cnn gains 20 images per step. Latency grows
-as resolution^0.5, FLOPs as resolution^2, memory as resolution^1."""
+as resolution^0.5, FLOPs as resolution^2, memory as resolution^1. On the surface each cell loses 20
+images per grid step away from its training resolution (SURFACE_DROP), so the diagonal is best."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import yaml
 
 from resomap.core import grid as paths
 from resomap.core import io
-from resomap.core.grid import Cell
-from resomap.evaluate.evaluation import write_predictions
+from resomap.core.grid import Cell, FinetuneCell
+from resomap.evaluate.evaluation import prediction_rows, write_predictions, write_rows
 from resomap.evaluate.metrics import classification_metrics
+from resomap.evaluate.surface import SURFACE_COLUMNS, SURFACE_KEYS
 
 MODELS = ["tiny_cnn", "simple_cnn"]
 RESOLUTIONS = [16, 32, 64]
@@ -24,25 +26,71 @@ CLASSES = [f"class_{i}" for i in range(10)]
 TEST_IMAGES = 200
 METHODS = ["gradcam", "saliency"]
 CORRECT = {"tiny_cnn": {16: 100, 32: 140, 64: 141}, "simple_cnn": {16: 60, 32: 80, 64: 100}}
+SURFACE_DROP = 20
+FINETUNED = 130  # images right after fine-tuning each 16 px cell at 32 px (the source: 100 or 60 at 16 px, 80 or 40 at 32 px)
 
 
 def labels() -> np.ndarray:
     return np.arange(TEST_IMAGES) % len(CLASSES)
 
 
-def predicted(cell: Cell) -> np.ndarray:
-    """The first CORRECT images right (seed 1 also misses image 0), the rest one class off."""
+def predicted_with(correct: int, seed: int) -> np.ndarray:
+    """The first `correct` images right (seed 1 also misses image 0), the rest one class off."""
     truth = labels()
-    right = np.arange(TEST_IMAGES) < CORRECT[cell.model][cell.resolution]
-    right[0] &= cell.seed == 0
+    right = np.arange(TEST_IMAGES) < correct
+    right[0] &= seed == 0
     return np.where(right, truth, (truth + 1) % len(CLASSES))
 
 
+def predicted(cell: Cell) -> np.ndarray:
+    return predicted_with(CORRECT[cell.model][cell.resolution], cell.seed)
+
+
+def scored(correct: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """Logits that get the first `correct` images right, and evaluate's metrics of them."""
+    logits = torch.nn.functional.one_hot(torch.from_numpy(predicted_with(correct, seed)), len(CLASSES)).float() * 5
+    return logits, classification_metrics(logits.numpy(), labels(), CLASSES)
+
+
 def write_evaluate(cell: Cell) -> None:
-    logits = torch.nn.functional.one_hot(torch.from_numpy(predicted(cell)), len(CLASSES)).float() * 5
-    truth = torch.from_numpy(labels())
-    write_predictions(paths.evaluate_plots_dir(cell) / "predictions.csv", logits, truth, CLASSES)
-    io.write_json(paths.evaluate_metrics_dir(cell) / "metrics.json", classification_metrics(logits.numpy(), labels(), CLASSES))
+    logits, metrics = scored(CORRECT[cell.model][cell.resolution], cell.seed)
+    write_predictions(paths.evaluate_plots_dir(cell) / "predictions.csv", logits, torch.from_numpy(labels()), CLASSES)
+    io.write_json(paths.evaluate_metrics_dir(cell) / "metrics.json", metrics)
+
+
+def surface_correct(cell: Cell) -> dict[int, int]:
+    """Images right at each test resolution: the diagonal's count, SURFACE_DROP fewer per grid step away."""
+    return {t: CORRECT[cell.model][cell.resolution] - SURFACE_DROP * abs(RESOLUTIONS.index(t) - RESOLUTIONS.index(cell.resolution))
+            for t in RESOLUTIONS}
+
+
+def write_surface(cell: Cell, correct: dict[int, int], recalibrated: dict[int, int] | None = None) -> None:
+    """The surface stage's files: `correct[t]` images right at test resolution t and, with
+    `recalibrated`, a recalibrated entry at each of its resolutions."""
+    entries, rows = {}, []
+    for test, count in correct.items():
+        variants = [(0, count)] + ([(1, recalibrated[test])] if recalibrated and test in recalibrated else [])
+        for flag, right in variants:
+            logits, metrics = scored(right, cell.seed)
+            rows += [[test, flag, *row] for row in prediction_rows(logits, torch.from_numpy(labels()), CLASSES)]
+            scores = {key: metrics[key] for key in SURFACE_KEYS}
+            if flag:
+                entries[str(test)]["recalibrated"] = scores
+            else:
+                entries[str(test)] = scores | {"resize_policy": "test"}
+    write_rows(paths.surface_plots_dir(cell) / "predictions.csv", SURFACE_COLUMNS, rows)
+    io.write_json(paths.surface_metrics_dir(cell) / "metrics.json",
+                  {"train_resolution": cell.resolution, "bn_recalibration": recalibrated is not None, "test": entries})
+
+
+def write_finetune(tuned: FinetuneCell, correct: int) -> None:
+    """The fine-tune stage's files: `correct` images right at the target resolution."""
+    logits, metrics = scored(correct, tuned.seed)
+    write_predictions(paths.finetune_plots_dir(tuned) / "predictions.csv", logits, torch.from_numpy(labels()), CLASSES)
+    io.write_json(paths.finetune_metrics_dir(tuned) / "metrics.json", {
+        "from_resolution": tuned.source, "to_resolution": tuned.target, "layers": "classifier_bn", "epochs": 2,
+        **{key: metrics[key] for key in SURFACE_KEYS},
+    })
 
 
 def write_profile(model: str, resolution: int) -> None:
@@ -86,16 +134,20 @@ def write_train(cell: Cell) -> None:
 
 
 def write_study(**aggregate) -> list[Cell]:
-    """Every cell file and a params.yaml in the current directory."""
+    """Every cell file, the fine-tune cells 16 -> 32 px, and a params.yaml in the current directory."""
     cells = [Cell(m, r, s) for m in MODELS for r in RESOLUTIONS for s in SEEDS]
     for cell in cells:
         write_evaluate(cell)
+        write_surface(cell, surface_correct(cell))
         write_explain(cell)
         write_train(cell)
+        if cell.resolution == 16:
+            write_finetune(FinetuneCell(cell.model, 16, 32, cell.seed), FINETUNED)
     for model in MODELS:
         for resolution in RESOLUTIONS:
             write_profile(model, resolution)
-    params = {"models": MODELS, "resolutions": RESOLUTIONS, "seeds": SEEDS, "aggregate": {"bootstrap_samples": 500, **aggregate}}
+    params = {"models": MODELS, "resolutions": RESOLUTIONS, "seeds": SEEDS, "finetune": {"pairs": [{"from": 16, "to": 32}]},
+              "aggregate": {"bootstrap_samples": 500, **aggregate}}
     with open("params.yaml", "w") as f:
         yaml.safe_dump(params, f)
     return cells

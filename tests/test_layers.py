@@ -22,6 +22,7 @@ MAY_IMPORT = {
     "finetune": {"core", "models"},
     "profile": {"core", "data", "models", "optim"},
     "explain": {"core", "data", "models"},
+    "explore": {"core", "data", "models", "prepare", "explain"},
     "report": {"core", "models", "evaluate", "explain"},
 }
 

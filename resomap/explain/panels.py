@@ -20,9 +20,11 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
     return (matplotlib.colormaps["inferno"](np.clip(heatmap, 0, 1))[..., :3] * 255).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    """Half image, half colourised heatmap: where the map is hot, on the picture."""
-    return (0.5 * image.astype(np.float32) + 0.5 * colorize(heatmap.astype(np.float32)).astype(np.float32)).astype(np.uint8)
+def overlay(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """The colourised heatmap over the image at `opacity` (half and half by default): where the map
+    is hot, on the picture."""
+    heat = colorize(heatmap.astype(np.float32)).astype(np.float32)
+    return ((1 - opacity) * image.astype(np.float32) + opacity * heat).astype(np.uint8)
 
 
 def _row(image: np.ndarray, heatmap: np.ndarray) -> list[Image.Image]:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from resomap.report.analysis import COSTS, Analysis
 from resomap.report.findings import all_findings, surface_finding
+from resomap.report.gallery import MAX_CLASSES, confident_errors, fixed_table
 from resomap.report.study import PLAIN, Study
 from resomap.report.surface import SurfaceAnalysis
 
@@ -183,6 +184,28 @@ def surface_section(surface: SurfaceAnalysis, figures: dict[str, Path]) -> list[
     return blocks
 
 
+def gallery_section(study: Study, figures: dict[str, Path]) -> list[Block]:
+    """Most confident right and wrong, per class: how many of each resolution's most confident errors
+    the other resolutions get right, then per model the errors themselves with their overlays."""
+    blocks: list[Block] = [
+        Heading("Most confident right and wrong, per class"),
+        Paragraph("For each cell and class, the explain stage picks the most confident right and the most confident "
+                  "wrong test image (true class this one, predicted another; ties to the lowest index) and draws its "
+                  "Grad-CAM for the predicted class: plots/gallery/ holds both per cell. Below, each resolution's most "
+                  "confident errors, and how many of those same test images each other resolution gets right "
+                  "(same model and seed; image i is the same scene at every resolution). "
+                  "Counts are over classes and seeds."),
+    ]
+    table = fixed_table(confident_errors(study), study.resolutions)
+    blocks.append(Table(table) if not table.empty else Paragraph("No cell got any test image wrong."))
+    shown = f"the first {MAX_CLASSES} classes, " if len(study.classes) > MAX_CLASSES else ""
+    blocks += [Figure(path, f"{name.removeprefix('errors_')}: {shown}each class's most confident wrong test image at each "
+                            f"resolution (seed {study.seeds[0]}), with the Grad-CAM of the predicted class: test index, "
+                            "predicted class, confidence, and whether the other resolutions get the same image right.")
+               for name, path in figures.items() if name.startswith("errors_")]
+    return blocks
+
+
 def scaling_table(scaling: pd.DataFrame) -> pd.DataFrame:
     wide = scaling.pivot(index="model", columns="metric", values="exponent")
     wide = wide.reindex(index=scaling["model"].unique(), columns=COSTS).map(_num)
@@ -254,6 +277,7 @@ def build_report(study: Study, analysis: Analysis, figures: dict[str, Path]) -> 
     blocks += [Figure(path, f"{name.removeprefix('attention_')}: the same test images at every resolution, with each method's overlay.")
                for name, path in figures.items() if name.startswith("attention_")]
     blocks.append(Figure(figures["explanation_scores"], captions["explanation_scores"]))
+    blocks += gallery_section(study, figures)
     recipe = recipe_table(study.table)
     if recipe is not None:
         blocks += [Heading("What the recipe found per cell"),

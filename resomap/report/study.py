@@ -4,7 +4,7 @@ through here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from resomap.core.grid import (
     surface_plots_dir,
     train_metrics_dir,
 )
+from resomap.explain.gallery import read_gallery
 from resomap.models.registry import model_spec
 
 TRAIN_KEYS = ("best_epoch", "best_val_accuracy", "epochs_run", "train_seconds")
@@ -107,6 +108,15 @@ def heatmaps(cell: Cell) -> dict[str, np.ndarray]:
         return {key: arrays[key] for key in arrays.files}
 
 
+def gallery(cell: Cell) -> tuple[dict, dict[str, np.ndarray]]:
+    """The explain stage's gallery of the cell: the picks per class (gallery.json) and the picked
+    images with their Grad-CAM maps (gallery.npz), resomap/explain/gallery.py's format."""
+    try:
+        return read_gallery(explanations_dir(cell))
+    except FileNotFoundError as missing:
+        raise _missing(Path(missing.args[0])) from None
+
+
 @dataclass(frozen=True)
 class Surface:
     """Each trained cell tested at other resolutions: plainly, after BatchNorm recalibration, fine-tuned
@@ -162,6 +172,7 @@ class Study:
     predictions: dict[Cell, pd.DataFrame]
     heatmaps: dict[Cell, dict[str, np.ndarray]]
     surface: Surface
+    galleries: dict[Cell, tuple[dict, dict[str, np.ndarray]]] = field(default_factory=dict)  # by cell: gallery()
 
     @property
     def classes(self) -> list[str]:
@@ -191,4 +202,5 @@ def load_study(cells: list[Cell], finetune_cells: list[FinetuneCell] = ()) -> St
         raise ResoMapError("the grid is empty: params.yaml needs at least one model, resolution and seed")
     table = cells_table(cells)
     evaluated = {cell: predictions(cell) for cell in cells}
-    return Study(cells, table, evaluated, {cell: heatmaps(cell) for cell in cells}, load_surface(cells, table, evaluated, list(finetune_cells)))
+    return Study(cells, table, evaluated, {cell: heatmaps(cell) for cell in cells}, load_surface(cells, table, evaluated, list(finetune_cells)),
+                 {cell: gallery(cell) for cell in cells})

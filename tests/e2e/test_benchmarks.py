@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from helpers.env import REPO, stage_env
+from helpers.parallel import EVERY_STAGE
 
 
 def test_train_throughput_writes_one_row_per_model_and_resolution(tmp_path):
@@ -28,7 +29,7 @@ def test_stage_overhead_splits_the_study_and_every_stage_kind(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     study = result["study"]
-    assert study["stages"] == 12 and result["conditions"]["study"] == "tiny"
+    assert study["stages"] == len(EVERY_STAGE) + 1 and result["conditions"]["study"] == "tiny"
     assert 0 < study["work_s"] < study["wall_s"] and 0 < study["fixed_cost_share"] < 1
     assert set(result["stages"]) == {"check", "prepare", "train", "evaluate", "profile", "explain", "aggregate"}
     for kind, row in result["stages"].items():

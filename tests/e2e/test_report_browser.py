@@ -3,16 +3,15 @@ it renders, logs no console error, requests nothing from the network, and every 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from helpers.browser import CHROMIUM, QUIET
+
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's Chromium: apt-get install chromium (.ci/run does)"
 )
-QUIET = ["--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def test_the_report_renders_offline_with_every_image(aggregated, tmp_path):

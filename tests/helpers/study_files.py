@@ -18,6 +18,7 @@ from resomap.core.grid import Cell, FinetuneCell
 from resomap.evaluate.evaluation import prediction_rows, write_predictions, write_rows
 from resomap.evaluate.metrics import classification_metrics
 from resomap.evaluate.surface import SURFACE_COLUMNS, SURFACE_KEYS
+from resomap.explain.gallery import gallery_record, pick_gallery, picked_indices, write_gallery
 
 MODELS = ["tiny_cnn", "simple_cnn"]
 RESOLUTIONS = [16, 32, 64]
@@ -122,6 +123,22 @@ def write_explain(cell: Cell) -> None:
                   {"num_images": k, "cam_layer": "features.0", **{m: scores for m in METHODS}})
 
 
+def write_gallery_files(cell: Cell) -> None:
+    """The explain stage's gallery, picked from the planted predictions: every confidence is equal, so
+    each class's picks are its lowest right and lowest wrong test index (tiny_cnn at 16 px: wrong
+    100..109, which 32 and 64 px get right)."""
+    logits, _ = scored(CORRECT[cell.model][cell.resolution], cell.seed)
+    predicted, confidence = logits.argmax(1).numpy(), logits.softmax(1).max(1).values.numpy()
+    picks = pick_gallery(labels(), predicted, confidence, len(CLASSES))
+    indices = picked_indices(picks)
+    r = cell.resolution
+    yy, xx = np.mgrid[0:r, 0:r] / r
+    blob = np.exp(-((yy - 0.5) ** 2 + (xx - 0.5) ** 2) * 20)
+    arrays = {"indices": indices, "images": np.full((len(indices), r, r, 3), 100, np.uint8),
+              "gradcam": np.repeat(blob[None], len(indices), 0).astype(np.float16)}
+    write_gallery(paths.explanations_dir(cell), gallery_record(picks, predicted, confidence, CLASSES, "features.0", 8), arrays)
+
+
 def write_train(cell: Cell) -> None:
     directory = paths.train_metrics_dir(cell)
     io.write_json(directory / "metrics.json",
@@ -140,6 +157,7 @@ def write_study(**aggregate) -> list[Cell]:
         write_evaluate(cell)
         write_surface(cell, surface_correct(cell))
         write_explain(cell)
+        write_gallery_files(cell)
         write_train(cell)
         if cell.resolution == 16:
             write_finetune(FinetuneCell(cell.model, 16, 32, cell.seed), FINETUNED)

@@ -15,7 +15,7 @@ from resomap.core import io
 from resomap.core.config import Params
 from resomap.core.errors import ResoMapError
 from resomap.core.grid import Cell, evaluate_metrics_dir, evaluate_plots_dir, model_dir, prepared_dir, profile_metrics_dir
-from resomap.data.prepared import load_classes, load_split
+from resomap.data.prepared import Split, load_classes, load_split
 from resomap.prepare.resize import resize_image
 
 
@@ -35,7 +35,7 @@ class ExploredStudy:
     params: Params
     classes: list[str]
     cells: list[ExploredCell]  # the grid's cells whose weights exist, by model, seed, resolution
-    _tests: dict[int, np.ndarray] = field(default_factory=dict)
+    _tests: dict[int, Split] = field(default_factory=dict)
 
     @property
     def models(self) -> list[str]:
@@ -53,15 +53,19 @@ class ExploredStudy:
         """By resolution: the trained cells of one model and seed."""
         return {c.cell.resolution: c for c in self.cells if (c.cell.model, c.cell.seed) == (model, seed)}
 
+    def _test(self, resolution: int) -> Split:
+        """The test split at `resolution`, read once."""
+        if resolution not in self._tests:
+            self._tests[resolution] = load_split(prepared_dir(resolution) / "test")
+        return self._tests[resolution]
+
     def test_images(self, resolution: int) -> np.ndarray:
         """uint8 (N, R, R, 3): the test split as prepare wrote it, the images that cell was scored on."""
-        if resolution not in self._tests:
-            self._tests[resolution] = load_split(prepared_dir(resolution) / "test").images.permute(0, 2, 3, 1).numpy()
-        return self._tests[resolution]
+        return self._test(resolution).images.permute(0, 2, 3, 1).numpy()  # a view: prepare wrote N x R x R x 3
 
     @cached_property
     def test_labels(self) -> np.ndarray:
-        return load_split(prepared_dir(self.resolutions[0]) / "test").labels.numpy()
+        return self._test(self.resolutions[0]).labels.numpy()
 
     def predictions(self, cell: Cell) -> pd.DataFrame | None:
         """The evaluate stage's per-image predictions of a cell, None before evaluate ran."""

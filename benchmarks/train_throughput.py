@@ -125,7 +125,8 @@ def ours_img_s(name: str, images: Split, train: TrainParams, device: torch.devic
 
 
 def first(split: Split, count: int) -> Split:
-    return Split(split.images[:count], split.labels[:count], None)
+    """The first `count` images, placed as `split` is (a TrainingSplit streams them as the stage does)."""
+    return dataclasses.replace(split, images=split.images[:count], labels=split.labels[:count], masks=None)
 
 
 def describe(device: torch.device) -> str:

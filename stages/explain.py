@@ -9,11 +9,11 @@ picks and arrays to explanations/.../gallery.{json,npz}, one panel to plots/gall
 from resomap.core import io
 from resomap.core.config import load_params
 from resomap.core.device import configure_backends, pick_device
-from resomap.core.grid import explain_metrics_dir, explain_plots_dir, explanations_dir, model_dir, prepared_dir
+from resomap.core.grid import explain_metrics_dir, explain_plots_dir, explanations_dir, gallery_plots_dir, model_dir, prepared_dir
 from resomap.core.stage import cell_from_argv, run_stage
 from resomap.data.prepared import load_prepared
 from resomap.explain.explain_cell import explain_cell
-from resomap.explain.gallery import PANEL_FILE, gallery_plots_dir, write_gallery, write_gallery_panel
+from resomap.explain.gallery import PANEL_FILE, write_gallery, write_gallery_panel
 from resomap.explain.gallery_cell import explain_gallery
 from resomap.explain.panels import write_panel
 from resomap.models.heads import head_from

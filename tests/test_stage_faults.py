@@ -33,6 +33,10 @@ def stage(cwd: Path, *argv: str, **popen) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *argv], cwd=cwd, env=stage_env(), capture_output=True, text=True, timeout=300, **popen)
 
 
+def temp_files(folder: Path) -> list[str]:
+    return [name for name in tree(folder) if name.endswith(".tmp")]
+
+
 def last_line(done: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in done.stderr, done.stderr
     return done.stderr.strip().splitlines()[-1]
@@ -98,6 +102,7 @@ def test_a_disk_that_fills_during_prepare_is_an_error_not_sigbus_and_leaves_no_t
     assert line.startswith("error: cannot write data/prepared/32/train/images.npy: File too large: ")
     assert line.endswith("raise the file-size limit (ulimit -f); nothing was replaced")
     assert tree(cwd / "data") == []
+    assert temp_files(cwd / ".resomap/prepare") == []  # where the split was being written
 
 
 def test_atomic_writes_turn_a_full_disk_into_one_line(tmp_path):
@@ -139,16 +144,19 @@ def test_ctrl_c_during_prepare_is_one_line_exit_130_and_leaves_no_temp_file(tmp_
     cwd = study_dir(tmp_path / "study", images={"train": 1500, "val": 200, "test": 200})
     process = subprocess.Popen([sys.executable, "-m", "stages.prepare", "64"], cwd=cwd, env=stage_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    split = cwd / "data/prepared/64/train"
+    scratch = cwd / ".resomap/prepare/64"
     deadline = time.monotonic() + 60
-    while not (split.is_dir() and any(p.name.endswith(".tmp") for p in split.iterdir())):
+    while not temp_files(scratch):  # the train split being written
         assert time.monotonic() < deadline and process.poll() is None, "prepare never started writing"
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert err.strip().splitlines()[-1] == "error: prepare interrupted (Ctrl-C): nothing half-written was kept; run `dvc repro` again"
-    assert tree(cwd / "data") == []
+    assert err.strip().splitlines()[-1] == (
+        "error: prepare interrupted (Ctrl-C): nothing half-written was kept, and the splits already finished "
+        "wait in .resomap/prepare/64 for the next run; run `dvc repro` again"
+    )
+    assert tree(cwd / "data") == [] and temp_files(scratch) == []
 
 
 def test_ctrl_c_while_a_stage_is_still_importing_is_one_line_exit_130(trained_cell):

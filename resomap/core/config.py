@@ -137,6 +137,9 @@ class TrainParams:
     mix_prob: float = 1.0  # share of batches mixed, when either alpha is above 0
     mix_switch_prob: float = 0.5  # both alphas above 0: the chance a mixed batch uses CutMix
     ema_decay: float | None = None  # exponential moving average of the weights (validated and saved); null: off
+    shuffle: Literal["full", "block"] = "full"  # the epoch's read order; block: what a slow disk can serve (resomap/data/order.py)
+    shuffle_block: int = 64  # block: consecutive images read together
+    shuffle_window: int = 4096  # block: images shuffled among each other (a run of whole blocks)
     grad_accum_steps: int = 1
     micro_batch_size: Literal["auto"] | None = None  # auto: the largest that fits on the GPU, probed; null: batch_size / grad_accum_steps
     grad_clip_norm: float | None = None
@@ -525,6 +528,10 @@ def _validate_train(train: TrainParams) -> None:
         raise ParamsError(f"train.label_smoothing must be below 1, got {train.label_smoothing}")
     if train.grad_clip_norm is not None and train.grad_clip_norm <= 0:
         raise ParamsError("train.grad_clip_norm must be positive, or null to disable clipping")
+    _positive("train.shuffle_block", train.shuffle_block)
+    if train.shuffle_window < train.shuffle_block:
+        raise ParamsError(f"train.shuffle_window ({train.shuffle_window}) must be at least train.shuffle_block "
+                          f"({train.shuffle_block}): a window shuffles whole blocks among each other")
     if train.warmup_epochs and train.scheduler in ("plateau", "onecycle"):
         raise ParamsError(f"train.warmup_epochs is not used with scheduler {train.scheduler}: set it to 0")
     if train.warmup_epochs >= train.epochs:

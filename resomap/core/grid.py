@@ -70,6 +70,7 @@ surface_plots_dir = _per_cell("plots/surface")
 explain_metrics_dir = _per_cell("metrics/explain")
 explanations_dir = _per_cell("explanations")
 explain_plots_dir = _per_cell("plots/explain")
+gallery_plots_dir = _per_cell("plots/gallery")
 
 # fine-tune cells (FinetuneCell; Params.finetune_cells lists the study's): FROMtoTO in place of the resolution
 finetune_model_dir = _per_cell("models/finetune")

@@ -1,4 +1,10 @@
-"""Read what prepare wrote: uint8 arrays per split, class names, masks where known."""
+"""Read what prepare wrote: uint8 arrays per split, class names, masks where known.
+
+Images and masks are memory-mapped, never read whole: a stage touches only the pages it reads,
+the kernel's page cache keeps what memory allows (shared by every process reading the same file,
+DDP's ranks included), and a split larger than host memory still trains (resomap/data/prefetch.py
+streams its batches). The maps are copy-on-write: nothing a stage does can write into the
+prepared files, which DVC's cache may share."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import torch
 from resomap.core import io
 from resomap.core.errors import ResoMapError
 from resomap.core.grid import UNLABELED
+from resomap.data.readahead import MappedRows
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,7 @@ class Split:
     images: torch.Tensor  # uint8 (N, 3, R, R), channels-last in memory: as prepare wrote it
     labels: torch.Tensor  # int64 (N,)
     masks: torch.Tensor | None  # bool (N, R, R)
+    rows_file: MappedRows | None = None  # where memory-mapped images lie on disk, for readahead
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -34,14 +42,18 @@ class PreparedData:
         return len(self.classes)
 
 
-def load_split(folder: Path) -> Split:
-    """No NCHW copy: the models run channels-last anyway, and at 30k x 512 px a transpose would
-    hold a second 24 GB in memory for seconds; `normalize` gives each batch the layout it needs."""
-    masks = folder / "masks.npy"
+def load_split(folder: Path, *, in_memory: bool = False) -> Split:
+    """The split memory-mapped (`in_memory`: read whole into memory, for comparisons). No NCHW copy:
+    the models run channels-last anyway, and at 30k x 512 px a transpose would hold a second 24 GB in
+    memory for seconds; `normalize` gives each batch the layout it needs. Labels are read whole
+    (8 bytes an image)."""
+    mode = None if in_memory else "c"
+    images, masks = np.load(folder / "images.npy", mmap_mode=mode), folder / "masks.npy"
     return Split(
-        images=torch.from_numpy(np.load(folder / "images.npy")).permute(0, 3, 1, 2),
+        images=torch.from_numpy(images).permute(0, 3, 1, 2),
         labels=torch.from_numpy(np.load(folder / "labels.npy")),
-        masks=torch.from_numpy(np.load(masks)) if masks.is_file() else None,
+        masks=torch.from_numpy(np.load(masks, mmap_mode=mode)) if masks.is_file() else None,
+        rows_file=None if in_memory else MappedRows.of(folder / "images.npy", images),
     )
 
 

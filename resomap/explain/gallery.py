@@ -19,18 +19,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from resomap.core import io
-from resomap.core.grid import Cell
 from resomap.explain.panels import overlay
 
 RIGHT, WRONG = "right", "wrong"
 KINDS = (RIGHT, WRONG)
 PICKS_FILE, ARRAYS_FILE, PANEL_FILE = "gallery.json", "gallery.npz", "gallery.png"
-
-
-def gallery_plots_dir(cell: Cell) -> Path:
-    """plots/gallery/MODEL/RES/SEED. Not in resomap/core/grid.py: every stage depends on resomap/core,
-    so adding it there would make every stage of a finished study stale."""
-    return Path("plots/gallery") / cell.key
 
 
 def pick_gallery(labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, num_classes: int) -> list[dict[str, int | None]]:

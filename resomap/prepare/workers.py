@@ -12,14 +12,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from itertools import repeat
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from resomap.core import io
 from resomap.prepare.resize import resize_image, resize_mask
@@ -93,25 +92,36 @@ def split_bytes(count: int, resolution: int, with_masks: bool) -> int:
     return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in arrays) + count * np.dtype(LABELS).itemsize
 
 
+def _allocate(path: Path, shape: tuple[int, ...], dtype: type, shown_as: Path) -> None:
+    """An .npy file of `shape` whose every byte is on disk now: a full disk is one line naming
+    `shown_as` here, not a SIGBUS later, when a memory map writes into a hole."""
+    try:
+        np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # header + full size, sparse
+    except OSError as error:
+        raise io.write_error(shown_as, error) from None
+    io.reserve(path, path.stat().st_size, shown_as=shown_as)
+
+
 def write_split(
-    split: str, samples: list[Sample], resolution: int, with_masks: bool, folder: Path, pool: Executor | None
+    split: str, samples: list[Sample], resolution: int, with_masks: bool, folder: Path, pool: Executor | None,
+    *, progress: Callable[[int], object] = lambda images: None, shown_in: Path | None = None,
 ) -> None:
     """folder/images.npy (uint8 N x R x R x 3), labels.npy (int64 N) and, with masks, masks.npy
     (bool N x R x R), in the source's order (image i stays image i); each file appears complete or
-    not at all. `pool` comes from `resize_pool` over the same splits: workers look samples up by name."""
+    not at all. `pool` comes from `resize_pool` over the same splits: workers look samples up by name.
+    `progress` is called with the images of each chunk done; a full disk names the file as in
+    `shown_in` (default `folder`): the output the scratch folder is moved to."""
     shapes = split_arrays(len(samples), resolution, with_masks)
     starts = range(0, len(samples), CHUNK)
     stops = [min(start + CHUNK, len(samples)) for start in starts]
     with ExitStack() as files_in_progress:
         files = {name: files_in_progress.enter_context(io.atomic_path(folder / f"{name}.npy")) for name in shapes}
         for name, (shape, dtype) in shapes.items():
-            np.lib.format.open_memmap(files[name], mode="w+", dtype=dtype, shape=shape)  # header + full size, sparse
-            io.reserve(files[name], files[name].stat().st_size, shown_as=folder / f"{name}.npy")  # ENOSPC now, not SIGBUS later
+            _allocate(files[name], shape, dtype, shown_as=(shown_in or folder) / f"{name}.npy")
         if pool is None:
             done = (_resize_rows(samples, start, stop, resolution, files) for start, stop in zip(starts, stops))
         else:
             done = pool.map(_resize_rows_in_worker, repeat(split), starts, stops, repeat(resolution), repeat(files))
-        with tqdm(total=len(samples), desc=f"prepare {resolution}px {split}", unit="img", leave=False, mininterval=1.0) as bar:
-            for count in done:
-                bar.update(count)
+        for count in done:
+            progress(count)
     io.write_npy(folder / "labels.npy", np.array([s.label for s in samples], dtype=LABELS))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,8 @@ from resomap.core import io
 from resomap.core.config import TrainParams
 from resomap.core.device import amp_dtype, numerics
 from resomap.core.grid import Cell
+from resomap.core.hashing import code_hash
+from resomap.core.hashing import sha256 as _sha256
 from resomap.data.prepared import PreparedData
 from resomap.train.records import EarlyStopper, EpochStats, FitResult, KeptEpoch
 
@@ -36,14 +37,6 @@ if TYPE_CHECKING:  # fit builds it; a checkpoint only reads and fills it
 
 RESUME_DIR = Path(".resomap/resume")
 STATE_FILE = "state.pt"
-_PROJECT_PACKAGES = ("resomap", "stages")
-
-
-def _sha256(*chunks: bytes) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def params_hash(train: TrainParams) -> str:
@@ -60,20 +53,6 @@ def data_hash(data: PreparedData, splits: tuple[str, ...] = ("train", "val")) ->
             digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
             digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
-
-
-def code_hash() -> str:
-    """Source of every loaded project module: the code the stage runs (dvc.yaml's deps, as imported)."""
-    root = Path(__file__).resolve().parents[1]
-    files = set()
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if name.split(".")[0] in _PROJECT_PACKAGES and path and path.endswith(".py"):
-            files.add(Path(path).resolve())
-    chunks = []
-    for path in sorted(files):
-        chunks += [str(path.relative_to(root) if path.is_relative_to(root) else path).encode(), b"\0", path.read_bytes()]
-    return _sha256(*chunks)
 
 
 def resume_key(cell: Cell, train: TrainParams, data: PreparedData, device: torch.device, processes: int = 1) -> dict[str, str]:

@@ -12,18 +12,18 @@ from torch import nn
 from resomap.core.config import TrainParams
 from resomap.core.device import autocast, memory_format
 from resomap.data.augment import normalize
-from resomap.data.placement import batch, training_memory
+from resomap.data.placement import training_memory
 from resomap.data.prepared import PreparedData, Split
 from resomap.models.heads import freeze_backbone
 from resomap.models.inference import predict_logits
 from resomap.train.checkpoint import Checkpointer, capture, restore
-from resomap.train.distributed import Ranks, deferred_gradient_sync
+from resomap.train.distributed import Ranks
 from resomap.train.losses import class_counts
 from resomap.train.micro_batch import probe_micro_batch
 from resomap.train.progressive import epoch_resolution
 from resomap.train.records import EarlyStopper, EpochStats, FitResult, KeptEpoch, keep_top
 from resomap.train.side_effects import effects_undone
-from resomap.train.step import TrainingInterrupted, TrainStep, forward_backward, make_train_step, train_one_epoch
+from resomap.train.step import TrainingInterrupted, TrainStep, forward_backward_first, make_train_step, train_one_epoch
 
 VAL_BATCH = 512  # images per validation forward
 
@@ -58,6 +58,8 @@ def fit(
     stopper = EarlyStopper(train.early_stopping.monitor, train.early_stopping.patience, train.early_stopping.min_delta)
     result = FitResult(best_state={}, best_epoch=0, data_placement=train_split.placement.where,
                        data_placement_reason=train_split.placement.reason)
+    if ranks.is_main:
+        print(f"training data: {result.data_placement} ({result.data_placement_reason})", flush=True)
     if train.micro_batch_size == "auto" and device.type == "cuda":
         probed = torch.tensor(probe_micro_batch(step, model, train_split), device=device)
         step.micro_batch_size = int(ranks.min(probed).item())  # the ranks keep one micro-batch
@@ -110,9 +112,7 @@ def compile_now(step: TrainStep, model: nn.Module, split: Split, val: Split | No
     with effects_undone(step, model):
         model.train()
         for size in _batch_sizes(shard_batch, step.micro_batch_size):
-            x, y = batch(split, torch.arange(size), step.device)
-            with deferred_gradient_sync(step.model):  # as the training step runs it: no all-reduce in the backward
-                forward_backward(step, _dynamic_batch(normalize(x, step.memory_format)), y, 1.0)
+            forward_backward_first(step, split, size, _dynamic_batch)
         step.model.eval()
         for size in _batch_sizes(len(val.labels), VAL_BATCH) if val is not None else []:
             x = normalize(val.images[:size].to(step.device), step.memory_format)

@@ -94,7 +94,7 @@ def _ramp(trial: nn.Module, data: PreparedData, train: TrainParams, seed: int, d
     step.model.train()
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(train.batch_size, len(split))
-    rows, average = [], 0.0
+    rows, average, lowest = [], 0.0, math.inf
     for index, ids in enumerate(itertools.islice(_batches(len(split), batch_size, generator), lr_range.steps)):
         lr = _ramp_lr(lr_range, index)
         for group in step.optimizer.param_groups:
@@ -106,7 +106,8 @@ def _ramp(trial: nn.Module, data: PreparedData, train: TrainParams, seed: int, d
         average = BETA * average + (1 - BETA) * loss
         smoothed = average / (1 - BETA ** (index + 1))
         rows.append({"step": index + 1, "lr": lr, "loss": loss, "smoothed_loss": smoothed})
-        if smoothed > DIVERGED * min(row["smoothed_loss"] for row in rows):
+        lowest = min(lowest, smoothed)
+        if smoothed > DIVERGED * lowest:
             break
     return rows
 

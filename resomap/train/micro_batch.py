@@ -10,8 +10,6 @@ import torch
 from torch import nn
 
 from resomap.core.oom import with_oom_backoff
-from resomap.data.augment import normalize
-from resomap.data.placement import batch
 from resomap.data.prepared import Split
 from resomap.train import step as training
 from resomap.train.side_effects import effects_undone
@@ -38,9 +36,7 @@ def probe_micro_batch(step: training.TrainStep, model: nn.Module, split: Split) 
 def _try(step: training.TrainStep, split: Split, size: int) -> None:
     """One forward and backward of `size` images; the gradients and activations are dropped."""
     try:
-        x, y = batch(split, torch.arange(size), step.device)
-        with training.deferred_gradient_sync(step.model):
-            training.forward_backward(step, normalize(x, step.memory_format), y, 1.0)
+        training.forward_backward_first(step, split, size)
     finally:
         step.optimizer.zero_grad(set_to_none=True)
         if step.device.type == "cuda":

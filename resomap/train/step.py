@@ -17,7 +17,8 @@ from resomap.core.errors import ResoMapError
 from resomap.core.oom import with_oom_backoff
 from resomap.data.augment import crop_flip, draw_crop_flip, normalize
 from resomap.data.mixing import Mix, draw_mix, is_mixing, mix_images, mix_targets, partner_rows
-from resomap.data.placement import batch
+from resomap.data.order import epoch_order, read_unit
+from resomap.data.placement import BatchSource, batch, epoch_batches
 from resomap.data.policies import apply_policy, draw_policy
 from resomap.data.prepared import Split
 from resomap.optim.optimizers import optimizer_for
@@ -74,6 +75,17 @@ def forward_backward(step: TrainStep, x: torch.Tensor, y: torch.Tensor, weight: 
     return loss, logits
 
 
+def forward_backward_first(
+    step: TrainStep, split: BatchSource, size: int, mark: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+) -> None:
+    """Forward and backward of the split's first `size` images as a training step runs them (no
+    all-reduce in the backward), `mark` applied to the normalised batch; for the passes that
+    prepare a fit (compilation, the micro-batch probe), whose effects the caller undoes."""
+    x, y = batch(split, torch.arange(size), step.device)
+    with deferred_gradient_sync(step.model):
+        forward_backward(step, mark(normalize(x, step.memory_format)), y, 1.0)
+
+
 def train_one_epoch(
     step: TrainStep, split: Split, generator: torch.Generator, epoch: int
 ) -> tuple[float, float, int]:
@@ -85,21 +97,24 @@ def train_one_epoch(
     train = step.train
     step.model.train()
     batch_size = min(train.batch_size, len(split))
-    order = torch.randperm(len(split), generator=generator)
+    order = epoch_order(len(split), train, generator)
     steps = len(split) // batch_size
+    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
     loss_sum = torch.zeros((), device=step.device)
     correct = torch.zeros((), device=step.device, dtype=torch.long)
     # first step whose loss was not finite, tracked on the device: no per-step synchronisation
     first_bad = torch.full((), steps + 1, device=step.device, dtype=torch.long)
     desc = f"epoch {epoch}/{train.epochs}"
-    progress = tqdm(range(steps), desc=desc, unit="batch", leave=False, mininterval=1.0, disable=not step.ranks.is_main)
-    for batch_index in progress:
-        batch_loss, batch_correct = train_batch(step, split, order[batch_index * batch_size : (batch_index + 1) * batch_size], generator)
-        first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
-        loss_sum += batch_loss
-        correct += batch_correct
-        if step.stop_requested():
-            raise TrainingInterrupted(epoch, train.epochs)
+    with epoch_batches(split, [reads(step, ids) for ids in batches], read_unit(train)) as sources:
+        progress = tqdm(zip(batches, sources), total=steps, desc=desc, unit="batch", leave=False, mininterval=1.0,
+                        disable=not step.ranks.is_main)
+        for batch_index, (batch_ids, source) in enumerate(progress):
+            batch_loss, batch_correct = train_batch(step, source, batch_ids, generator)
+            first_bad = torch.where(torch.isfinite(batch_loss) | (first_bad <= steps), first_bad, batch_index + 1)
+            loss_sum += batch_loss
+            correct += batch_correct
+            if step.stop_requested():
+                raise TrainingInterrupted(epoch, train.epochs)
     seen = steps * batch_size
     for total in (loss_sum, correct):
         step.ranks.sum(total)
@@ -113,7 +128,14 @@ def train_one_epoch(
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 
-def train_batch(step: TrainStep, split: Split, batch_ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def reads(step: TrainStep, batch_ids: torch.Tensor) -> torch.Tensor:
+    """The ids of the images this rank reads for the batch `batch_ids`: its shard, and with mixing
+    its shard's partners (resomap/data/mixing.py), which may lie in another rank's shard."""
+    own = step.ranks.shard(batch_ids)
+    return torch.cat([own, step.ranks.shard(batch_ids.flip(0))]) if is_mixing(step.train) else own
+
+
+def train_batch(step: TrainStep, split: BatchSource, batch_ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on the images `batch_ids`: augmentation drawn from `generator`, the
     gradients (this rank's shard, micro-batch by micro-batch), the step itself.  Returns the
     batch's summed loss and correct count, on the device (reading them would synchronise).
@@ -145,7 +167,7 @@ class RankOutOfMemory(torch.OutOfMemoryError):
 
 
 def _batch_with_backoff(
-    step: TrainStep, split: Split, rows: list[torch.Tensor], mix: Mix | None, geometry: tuple[int, int]
+    step: TrainStep, split: BatchSource, rows: list[torch.Tensor], mix: Mix | None, geometry: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch's gradients; out of memory drops the partial gradients and halves the micro-batch
     (the effective batch stays train.batch_size, the augmentation draws stay the same).  Under DDP
@@ -182,7 +204,9 @@ def _batch_with_backoff(
     return result
 
 
-def _accumulate_batch(step: TrainStep, split: Split, micro_batches, mix: Mix | None, geometry: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _accumulate_batch(
+    step: TrainStep, split: BatchSource, micro_batches, mix: Mix | None, geometry: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of one batch (this rank's share), micro-batch by micro-batch; its summed loss and
     correct count, on the device.  Under DDP no backward all-reduces: the caller syncs the gradients
     once every rank has finished (a synced backward that ran out of memory could not be retried)."""
@@ -207,7 +231,7 @@ def _accumulate_batch(step: TrainStep, split: Split, micro_batches, mix: Mix | N
     return loss_sum, correct
 
 
-def _augmented(step: TrainStep, split: Split, rows, geometry: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _augmented(step: TrainStep, split: BatchSource, rows, geometry: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Images of rows' ids at the step's size, cropped, flipped, put through the policy and
     normalised, with their labels; `geometry` is (size, crop padding) in pixels."""
     ids, offsets, flips, policy = rows

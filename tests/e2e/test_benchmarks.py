@@ -38,3 +38,20 @@ def test_stage_overhead_splits_the_study_and_every_stage_kind(tmp_path):
         assert "torch" in row["top_imports"] or kind in ("check", "prepare"), kind
     assert "torch" not in result["stages"]["prepare"]["top_imports"] and "torch" not in result["stages"]["check"]["top_imports"]
     assert 0 < result["noop_repro_s"] < study["wall_s"]
+
+
+def test_streaming_measures_memory_and_cold_reads_on_a_small_split(tmp_path):
+    out = tmp_path / "streaming.json"
+    for part in ("memory", "cold"):
+        command = [sys.executable, "-m", "benchmarks.streaming", "--part", part, "--images", "600", "--resolution", "32",
+                   "--work", str(tmp_path / "work"), "--out", str(out)]
+        done = subprocess.run(command, cwd=REPO, env=stage_env(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    memory = result["memory"]
+    assert memory["train_images"] == 600 and memory["prepare"]["img_s"] > 0
+    epoch = memory["epoch"]
+    assert epoch["images"] == 512 and epoch["trained_at_px"] == 64 and epoch["samples"] > 0  # whole batches of 128
+    assert epoch["rss_anon_peak_gib"] > 0 and epoch["rss_anon_median_gib"] <= epoch["rss_anon_peak_gib"]
+    runs = result["cold"]["runs"]
+    assert len(runs) == 3 and all(run["images"] == 600 and run["img_s"] > 0 for run in runs.values())

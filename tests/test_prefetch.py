@@ -117,15 +117,21 @@ class SlowCopies:
 
 
 def test_ctrl_c_while_the_loop_waits_for_a_batch_stops_the_thread(tiny_synthetic):
-    """A real SIGINT: Python raises KeyboardInterrupt in the loop, blocked on the next batch."""
+    """A real SIGINT: Python raises KeyboardInterrupt in the loop, blocked on the next batch. The
+    handler is set here: a process started in the background (nohup, `cmd &`) inherits SIGINT
+    ignored, and Python then installs none."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     split = load_split(tiny_synthetic / "train")
-    prefetcher = Prefetcher(split.images, split.labels, plan(len(split), 1000), SlowCopies())
+    prefetcher = Prefetcher(split.images, split.labels, plan(len(split), 40), SlowCopies())  # 20 s if never stopped
     threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt), prefetcher as batches:
-        for _ in batches:
-            pass
-    assert time.monotonic() - started < 5  # the thread was stopped, not run through 1000 batches
+    try:
+        with pytest.raises(KeyboardInterrupt), prefetcher as batches:
+            for _ in batches:
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert time.monotonic() - started < 5  # the thread was stopped, not run through 40 batches
     assert not prefetcher.running and idle_prefetchers()
 
 

@@ -25,7 +25,7 @@ def test_a_finished_stage_logs_its_start_up_and_work_and_exits_0(tmp_path):
     log = tmp_path / "stages.jsonl"
     done = run(["stages.prepare", "8"], tmp_path, log)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("prepare 8px: 10 classes, 20 train, 10 val, 10 test")  # flushed before the exit
+    assert done.stdout.splitlines()[-1].startswith("prepare 8px: 10 classes, 20 train, 10 val, 10 test")  # flushed before the exit
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["stage"] == "prepare" and row["argv"] == ["8"]
     assert 0 < row["startup_s"] < 60 and 0 < row["work_s"] < 60
